@@ -1,0 +1,155 @@
+"""The model card: the one contract between the export stage (writer) and the service (reader).
+
+Every fact the service needs about the model (labels, threshold, preprocessing, output names, file
+hashes, the golden self-test) is written here once by export and read here once by the service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+CARD_FILE = "model.json"
+Variant = Literal["fp32", "int8"]
+
+
+class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How raw pixels become the model's input tensor (see service.imaging.preprocess)."""
+
+    size: int  # square side, pixels
+    mean: float  # on the 0..1 grey scale
+    std: float
+    channels: Literal[1] = 1  # grey (ITU-R 601 luma); colour and alpha are flattened onto black
+    resize: Literal["letterbox"] = "letterbox"  # longest side to `size`, centred, padded with 0
+    interpolation: Literal["bilinear"] = "bilinear"
+    layout: Literal["NCHW"] = "NCHW"
+
+
+class OutputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    logits: str  # (N, C) for multiclass, (N, 1) for binary
+    cam: str  # (N, C, h, w); logits == cam.mean((2, 3)) + bias, so the heatmap is exact
+    activation: Literal["sigmoid", "softmax"]
+
+
+class ModelFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    path: str  # relative to the card's folder
+    sha256: str
+    bytes: int
+
+
+class Golden(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Expected logits for `golden_input(size)` per variant; the service checks them at start."""
+
+    logits: dict[str, list[float]]
+    atol: dict[str, float]
+
+
+class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    version: str
+    task: Literal["binary", "multiclass"]
+    labels: list[str]
+    normal_label: str  # every other label is a cancer class; "probability" means P(not normal)
+    threshold: float  # on P(not normal), chosen on the validation split
+    threshold_rule: str
+    input: InputSpec
+    outputs: OutputSpec
+    files: dict[str, ModelFile]  # keyed by variant
+    golden: Golden
+    metrics: dict[str, object] = {}
+    parity: dict[str, object] = {}
+    data_manifest_sha256: str = ""
+    params_sha256: str = ""
+    versions: dict[str, str] = {}
+    created_at: str = ""
+
+    @property
+    def cancer_labels(self) -> list[str]:
+        return [label for label in self.labels if label != self.normal_label]
+
+    def public(self) -> dict:
+        """The fields a client may see (no file paths)."""
+        fields = msgspec.to_builtins(self)
+        fields["files"] = {v: {"sha256": f.sha256, "bytes": f.bytes} for v, f in self.files.items()}
+        return fields
+
+
+class CardError(Exception):
+    """The card is missing, unreadable, or does not match the files beside it."""
+
+
+def read_card(model_dir: Path) -> ModelCard:
+    path = Path(model_dir) / CARD_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CardError(f"model card not found: {path} (run `dvc repro` to build the model)") from None
+    try:
+        card = msgspec.json.decode(raw, type=ModelCard)
+    except msgspec.ValidationError as exc:
+        raise CardError(f"model card {path} is invalid: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise CardError(f"model card {path} is not valid JSON: {exc}") from None
+    validate_card(card)
+    return card
+
+
+def validate_card(card: ModelCard) -> None:
+    """Checks that the type system cannot express; raises CardError."""
+    problems = []
+    if card.normal_label not in card.labels:
+        problems.append(f"normal_label {card.normal_label!r} is not one of the labels")
+    if len(set(card.labels)) != len(card.labels) or len(card.labels) < 2:
+        problems.append("labels must be at least two distinct names")
+    if card.task == "binary" and (len(card.labels) != 2 or card.outputs.activation != "sigmoid"):
+        problems.append("a binary card needs two labels and a sigmoid output")
+    if card.task == "multiclass" and card.outputs.activation != "softmax":
+        problems.append("a multiclass card needs a softmax output")
+    if not 0.0 < card.threshold < 1.0:
+        problems.append(f"threshold {card.threshold} is not in (0, 1)")
+    if card.input.size < 16 or card.input.std <= 0:
+        problems.append("input size must be >= 16 and std > 0")
+    if not card.files:
+        problems.append("no model files listed")
+    if problems:
+        raise CardError("model card is inconsistent: " + "; ".join(problems))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(model_dir: Path, card: ModelCard, variant: str) -> bytes:
+    """The bytes of one ONNX file, only if they match the card's sha256."""
+    entry = card.files.get(variant)
+    if entry is None:
+        raise CardError(f"model card has no {variant!r} file (has: {', '.join(card.files)})")
+    path = Path(model_dir) / entry.path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CardError(f"model file not found: {path}") from None
+    digest = sha256_bytes(data)
+    if digest != entry.sha256:
+        raise CardError(
+            f"model file {path} does not match its card: sha256 {digest[:12]}… != {entry.sha256[:12]}…"
+        )
+    return data
+
+
+def golden_input(size: int) -> np.ndarray:
+    """A fixed, normalised (1, 1, size, size) float32 tensor: rings and a bright blob.
+
+    Deterministic arithmetic only (no RNG, no files) so export and service build the same input.
+    """
+    axis = np.linspace(-1.0, 1.0, size, dtype=np.float32)
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    radius = np.sqrt(xx**2 + yy**2)
+    rings = 0.5 + 0.5 * np.cos(12.0 * radius)
+    blob = np.exp(-((xx - 0.3) ** 2 + (yy + 0.2) ** 2) / 0.02)
+    image = np.clip(0.6 * rings * (radius < 0.9) + blob, 0.0, 1.0)
+    return ((image - 0.5) / 0.25).astype(np.float32)[None, None]

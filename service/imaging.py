@@ -1,0 +1,167 @@
+"""Untrusted image bytes -> one grey image -> the model's input tensor.
+
+The single implementation of decoding and preprocessing: the service runs it on uploads, and the
+training pipeline (ingest, datasets, export's parity gate) imports it, so train and serve cannot drift.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from service.card import InputSpec
+from service.errors import InvalidImage, UnsupportedMediaType
+
+# Formats are recognised by their magic bytes only, never by file name or client content type.
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
+_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+# EXIF orientation tag value -> the transpose that puts the image upright.
+_ORIENT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+_ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What an upload may be, checked from the header before any pixel is decoded."""
+
+    max_pixels: int = 4096 * 4096
+    min_side: int = 32
+    max_aspect: float = 10.0
+
+
+def harden_pillow(max_pixels: int) -> None:
+    """Process-wide: Pillow's own bomb guard at our limit, and its warning raised as an error.
+
+    Our header check in `decode` refuses first; this is the backstop for any other Pillow use.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+def sniff_format(data: bytes) -> str:
+    """'PNG' or 'JPEG' from the first bytes; anything else is refused."""
+    if not data:
+        raise InvalidImage("the image is empty")
+    for magic, name in _MAGIC.items():
+        if data.startswith(magic):
+            return name
+    raise UnsupportedMediaType("only PNG and JPEG images are accepted")
+
+
+def media_type(data: bytes) -> str:
+    return _MEDIA_TYPES[sniff_format(data)]
+
+
+def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+    """Decode PNG/JPEG bytes into an upright 8-bit grey ('L') image, or raise a domain error."""
+    fmt = sniff_format(data)
+    image = _open(data, fmt)
+    _check_header(image, limits)
+    if fmt == "JPEG" and image.mode in ("RGB", "YCbCr"):
+        # Ask libjpeg for luma directly: same pixels as RGB->L, a millisecond cheaper.
+        image.draft("L", image.size)
+    try:
+        image.load()
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib/struct errors...
+        raise InvalidImage("the image data is truncated or corrupt") from exc
+    grey = _to_grey(image)
+    return _upright(image, grey)
+
+
+def preprocess(grey: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Letterbox a grey image to spec.size and normalise: a (1, size, size) float32 array."""
+    if grey.mode != "L":
+        raise ValueError(f"preprocess expects a grey 'L' image, got {grey.mode!r}")
+    side = spec.size
+    width, height = grey.size
+    scale = side / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        grey = grey.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    canvas = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - new_h) // 2, (side - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(grey, dtype=np.float32)
+    canvas *= np.float32(1.0 / (255.0 * spec.std))
+    canvas -= np.float32(spec.mean / spec.std)
+    return canvas[None]
+
+
+def load_tensor(data: bytes, spec: InputSpec, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """decode + preprocess: encoded bytes to a (1, size, size) model input."""
+    return preprocess(decode(data, limits), spec)
+
+
+def pixel_digest_source(grey: Image.Image) -> bytes:
+    """The bytes that identify an image's content (size + grey pixels), for duplicate detection."""
+    width, height = grey.size
+    return f"{width}x{height}:".encode() + grey.tobytes()
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage("the image has too many pixels") from exc
+    except Exception as exc:  # an unreadable header: Pillow's error types vary by plugin
+        raise InvalidImage(f"the {fmt} header cannot be read") from exc
+
+
+def _check_header(image: Image.Image, limits: DecodeLimits) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage("the image has a zero dimension")
+    if width * height > limits.max_pixels:
+        raise InvalidImage(f"the image has {width}x{height} pixels, more than {limits.max_pixels}")
+    if min(width, height) < limits.min_side:
+        raise InvalidImage(f"the image is {width}x{height}: each side must be >= {limits.min_side} pixels")
+    if max(width, height) / min(width, height) > limits.max_aspect:
+        raise InvalidImage(f"the image is {width}x{height}: aspect ratio over {limits.max_aspect:g}")
+    if getattr(image, "n_frames", 1) != 1:
+        raise InvalidImage("animated or multi-frame images are not accepted")
+
+
+def _to_grey(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "L":
+        return image
+    if mode in _SIXTEEN_BIT_MODES:
+        # 16-bit grey: rescale 0..65535 onto 0..255 with rounding.
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535)
+        return Image.fromarray(((wide + 128) // 257).astype(np.uint8), mode="L")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        # Transparent pixels become black, as the letterbox padding is.
+        rgba = image.convert("RGBA")
+        grey = Image.new("L", rgba.size, 0)
+        grey.paste(rgba.convert("L"), mask=rgba.getchannel("A"))
+        return grey
+    if mode in ("RGB", "1", "P"):
+        return image.convert("L")
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return image.convert("RGB").convert("L")
+    raise InvalidImage(f"pixel mode {mode} is not supported")
+
+
+def _upright(source: Image.Image, grey: Image.Image) -> Image.Image:
+    try:
+        orientation = int(source.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # malformed EXIF: the pixels are fine, keep them as stored
+        orientation = 1
+    transpose = _ORIENT.get(orientation)
+    return grey.transpose(transpose) if transpose is not None else grey

@@ -1,0 +1,197 @@
+"""params.yaml loaded into frozen dataclasses: a missing, unknown or mistyped key is an error at load."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Split:
+    train: float
+    val: float
+    test: float
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    images_per_class: int
+    size: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Data:
+    source: str
+    task: str
+    min_side: int
+    split: Split
+    seed: int
+    synthetic: Synthetic
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    image_size: int
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    weights: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Tune:
+    n_trials: int
+    epochs: int
+    seed: int
+    lr: tuple[float, float]
+    weight_decay: tuple[float, float]
+    dropout: tuple[float, float]
+    batch_size: tuple[int, ...]
+    augment: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Train:
+    epochs: int
+    patience: int
+    seed: int
+    device: str
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    threshold_rule: str
+    bootstrap: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Gates:
+    preprocess_max_abs: float
+    fp32_max_abs_logit: float
+    int8_min_agreement: float
+    int8_max_auc_delta: float
+    heatmap_min_corr: float
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    version: str
+    opset: int
+    calibration_images: int
+    gates: Gates
+
+
+@dataclass(frozen=True)
+class Params:
+    data: Data
+    preprocess: Preprocess
+    base_model: BaseModel
+    tune: Tune
+    train: Train
+    evaluate: Evaluate
+    export: Export
+    raw: dict = field(repr=False, compare=False, default_factory=dict)
+
+    def section_sha256(self, *sections: str) -> str:
+        """Hash of the named sections (all when none named), as canonical JSON."""
+        chosen = {k: self.raw[k] for k in (sections or sorted(self.raw))}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found (run from the repository root)") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} must be a mapping of sections")
+    params = _build(Params, {**raw, "raw": raw}, "params")
+    _check(params)
+    return params
+
+
+def _build(cls, data, where: str):
+    """Recursively build dataclass `cls` from `data`, refusing unknown or missing keys."""
+    hints = typing.get_type_hints(cls)
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {', '.join(unknown)} (expected: {', '.join(fields)})")
+    values = {}
+    for name, spec in fields.items():
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"{where}: missing key {name!r}")
+            continue
+        values[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+    return cls(**values)
+
+
+def _coerce(hint, value, where: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0]
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise ParamsError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(item, v, where) for v in value)
+    if hint is dict or origin is dict:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str) and type(value) is hint:
+        return value
+    if isinstance(hint, types.UnionType):
+        raise ParamsError(f"{where}: unsupported type")  # pragma: no cover - no unions in Params
+    raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
+
+
+def _check(p: Params) -> None:
+    """Value rules the types cannot express."""
+    errors = []
+    if p.data.task not in ("binary", "multiclass"):
+        errors.append(f"data.task must be binary or multiclass, not {p.data.task!r}")
+    split = p.data.split
+    if min(split.train, split.val, split.test) <= 0 or abs(split.train + split.val + split.test - 1) > 1e-6:
+        errors.append("data.split fractions must be positive and sum to 1")
+    if p.preprocess.image_size < 32 or p.preprocess.std <= 0:
+        errors.append("preprocess.image_size must be >= 32 and preprocess.std > 0")
+    if p.train.device not in ("auto", "cpu", "cuda"):
+        errors.append(f"train.device must be auto, cpu or cuda, not {p.train.device!r}")
+    rule = p.evaluate.threshold_rule
+    if rule not in ("youden", "max_f1") and not rule.startswith("sensitivity:"):
+        errors.append(f"evaluate.threshold_rule must be youden, max_f1 or sensitivity:<min>, not {rule!r}")
+    for name in ("lr", "weight_decay", "dropout", "augment"):
+        low, high = getattr(p.tune, name)
+        if low > high:
+            errors.append(f"tune.{name}: low {low} > high {high}")
+    if p.tune.n_trials < 1 or p.tune.epochs < 1 or p.train.epochs < 1:
+        errors.append("tune.n_trials, tune.epochs and train.epochs must be >= 1")
+    if errors:
+        raise ParamsError("; ".join(errors))
