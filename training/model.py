@@ -98,3 +98,21 @@ def load_body_weights(model: ChestNet, source: str) -> str:
     if unexpected or any(not name.startswith("head.") for name in missing):
         raise WeightsUnavailable(f"weights from {source} do not fit the ResNet-18 body")
     return source
+
+
+def save_checkpoint(model: ChestNet, path: Path, labels: list[str], task: str, hparams: dict) -> None:
+    """The trained model as a plain state dict plus what is needed to rebuild it (weights_only-safe)."""
+    payload = {"state_dict": model.state_dict(), "labels": labels, "task": task, "hparams": hparams}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> tuple[ChestNet, dict]:
+    """Rebuild the model from `save_checkpoint` output, strictly; returns (model in eval mode, metadata)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(len(payload["labels"]))
+    model.load_state_dict(payload["state_dict"], strict=True)
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model.eval(), meta
