@@ -10,9 +10,9 @@ import numpy as np
 
 from service.card import InputSpec
 from service.imaging import preprocess
+from training.artifacts import PREPARED_DIR
 from training.params import Preprocess
 
-PREPARED_DIR = Path("data/prepared")
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 NORMAL = "normal"

@@ -1,0 +1,17 @@
+"""Where each pipeline stage writes (dvc.yaml names the same paths as its outs)."""
+
+from pathlib import Path
+
+PREPARED_DIR = Path("data/prepared")
+INGEST_REPORT = Path("reports/ingest.json")
+BASE_MODEL = Path("artifacts/base_model.pt")
+BEST_PARAMS = Path("artifacts/best_params.json")
+STUDY_DB = Path("optuna.db")  # not a DVC output: it must survive a re-run so a study can resume
+MODEL = Path("artifacts/model.pt")
+CURVES = Path("reports/training_curves.json")
+CURVES_PNG = Path("reports/training_curves.png")
+METRICS = Path("reports/metrics.json")
+ROC_JSON, ROC_PNG = Path("reports/roc.json"), Path("reports/roc.png")
+CONFUSION_JSON, CONFUSION_PNG = Path("reports/confusion.json"), Path("reports/confusion.png")
+MODELS_DIR = Path("models")
+PARITY_REPORT = Path("reports/parity.json")

@@ -1,0 +1,154 @@
+"""The training loop shared by `tune` and `train`: AdamW, cosine schedule, class-weighted loss,
+CT-suited augmentation, early stopping and checkpoint choice on the validation split only."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.metrics import roc_auc
+from training.model import ChestNet
+
+
+@dataclass(frozen=True)
+class HParams:
+    lr: float
+    weight_decay: float
+    dropout: float
+    batch_size: int
+    augment: float  # 0 = none, 1 = the strongest augmentation below
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is cuda but no CUDA device is available")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Small rotations, scale and shifts (patients lie differently), contrast/brightness (window
+    settings differ) and noise (dose differs). No flips: left/right anatomy is not symmetric."""
+    if strength <= 0:
+        return x
+    n = x.shape[0]
+
+    def uniform(scale: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * 2 - 1).to(x.device) * scale * strength
+
+    angle, zoom = uniform(math.radians(10)), 1 + uniform(0.10)
+    shift_x, shift_y = uniform(0.08), uniform(0.08)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    background = x.amin(dim=(1, 2, 3), keepdim=True)  # letterbox padding value
+    x = F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
+    contrast, brightness = 1 + uniform(0.15), uniform(0.15)
+    noise = torch.randn(x.shape, generator=generator).to(x.device) * 0.05 * strength
+    return x * contrast.view(-1, 1, 1, 1) + brightness.view(-1, 1, 1, 1) + noise
+
+
+def loss_fn(num_labels: int, targets: np.ndarray, device: torch.device) -> Callable:
+    """Class-weighted BCE (binary, cancer = 1) or cross-entropy (multiclass)."""
+    counts = np.bincount(targets, minlength=num_labels).astype(np.float64)
+    counts[counts == 0] = 1
+    if num_labels == 2:
+        pos_weight = torch.tensor([counts[0] / counts[1]], dtype=torch.float32, device=device)
+        return lambda logits, y: F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pos_weight[0])
+    weights = torch.tensor(counts.sum() / (num_labels * counts), dtype=torch.float32, device=device)
+    return lambda logits, y: F.cross_entropy(logits, y, weight=weights)
+
+
+def cancer_probability(logits: torch.Tensor, normal_index: int = 0) -> torch.Tensor:
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0])
+    return 1 - torch.softmax(logits, dim=1)[:, normal_index]
+
+
+@torch.no_grad()
+def predict(model: ChestNet, x: np.ndarray, device: torch.device, batch: int = 64) -> np.ndarray:
+    """Logits for every row of x, in eval mode."""
+    model.eval()
+    out = [model(torch.from_numpy(x[i : i + batch]).to(device))[0].float().cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out).numpy()
+
+
+def fit(
+    model: ChestNet, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+    hp: HParams, epochs: int, seed: int, device: torch.device, num_labels: int,
+    patience: int | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+) -> tuple[ChestNet, History]:
+    """Train and return the model at its best validation loss (a copy), with the per-epoch history."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device).set_dropout(hp.dropout)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    criterion = loss_fn(num_labels, train[1], device)
+    x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
+    history, best_state = History(), None
+    for epoch in range(epochs):
+        train_loss = _one_epoch(model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch)
+        schedule.step()
+        row = {"epoch": epoch, "train_loss": train_loss, **_validate(model, val, criterion, device)}
+        history.epochs.append(row)
+        if row["val_loss"] < history.best_val_loss:
+            history.best_val_loss, history.best_epoch = row["val_loss"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, row)  # may raise (e.g. optuna.TrialPruned)
+        if patience is not None and epoch - history.best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch) -> float:
+    model.train()
+    order = torch.randperm(len(x), generator=generator)
+    batches = range(0, len(x), hp.batch_size)
+    total = 0.0
+    for start in tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not sys.stderr.isatty()):
+        index = order[start : start + hp.batch_size]
+        if len(index) < 2:  # batch norm cannot train on one image
+            continue
+        inputs = augment(x[index].to(device), hp.augment, generator)
+        loss = criterion(model(inputs)[0], y[index].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(index)
+    return total / len(x)
+
+
+def _validate(model, val, criterion, device) -> dict[str, float]:
+    logits = torch.from_numpy(predict(model, val[0], device))
+    targets = torch.from_numpy(val[1])
+    loss = criterion(logits.to(device), targets.to(device)).item()
+    prob = cancer_probability(logits).numpy()
+    decided = (prob >= 0.5) if logits.shape[1] == 1 else logits.argmax(1).numpy()
+    truth = (val[1] > 0) if logits.shape[1] == 1 else val[1]
+    return {
+        "val_loss": loss,
+        "val_accuracy": float((decided == truth).mean()),
+        "val_auc": roc_auc(val[1] > 0, prob),
+    }

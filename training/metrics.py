@@ -1,0 +1,109 @@
+"""Classification metrics in numpy: cancer is the positive class, p = P(not normal)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BINARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
+
+
+def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with ties counted half); nan with one class only."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score), dtype=np.float64)
+    sorted_scores = np.asarray(score)[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    for start, count in zip(first, counts, strict=True):
+        ranks[order[start : start + count]] = start + (count + 1) / 2.0
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, thresholds), thresholds descending."""
+    positive = np.asarray(positive, dtype=bool)
+    thresholds = np.unique(score)[::-1]
+    tpr = np.array([(score[positive] >= t).mean() for t in thresholds])
+    fpr = np.array([(score[~positive] >= t).mean() for t in thresholds])
+    return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
+
+
+def binary_metrics(positive: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
+    positive = np.asarray(positive, dtype=bool)
+    predicted = np.asarray(score) >= threshold
+    tp = float((predicted & positive).sum())
+    tn = float((~predicted & ~positive).sum())
+    fp = float((predicted & ~positive).sum())
+    fn = float((~predicted & positive).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": (tp + tn) / len(positive),
+        "precision": precision,
+        "recall": recall,
+        "specificity": tn / (tn + fp) if tn + fp else 0.0,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "roc_auc": roc_auc(positive, score),
+    }
+
+
+def choose_threshold(positive: np.ndarray, score: np.ndarray, rule: str) -> float:
+    """The decision threshold on validation scores: youden | max_f1 | sensitivity:<min recall>."""
+    candidates = np.unique(score)
+    if len(candidates) == 0:
+        raise ValueError("no validation scores to choose a threshold from")
+
+    def quality(t: float) -> float:
+        m = binary_metrics(positive, score, t)
+        if rule == "youden":
+            return m["recall"] + m["specificity"] - 1.0
+        if rule == "max_f1":
+            return m["f1"]
+        minimum = float(rule.split(":", 1)[1])
+        # meet the sensitivity floor, then be as specific as possible
+        return m["specificity"] if m["recall"] >= minimum else -1.0 + m["recall"]
+
+    scores = [quality(t) for t in candidates]
+    best = int(np.argmax(scores))
+    # midpoint to the next lower score keeps the same validation decisions but generalises better
+    lower = candidates[best - 1] if best > 0 else 0.0
+    return float(np.clip((candidates[best] + lower) / 2.0, 1e-6, 1 - 1e-6))
+
+
+def bootstrap_intervals(
+    positive: np.ndarray, score: np.ndarray, threshold: float, rounds: int, seed: int, extra=None
+) -> dict[str, dict[str, float]]:
+    """Each metric with its percentile 95% interval over `rounds` stratified resamples of the test set.
+
+    `extra(indices) -> dict` adds task-specific metrics computed on the same resamples.
+    """
+    positive = np.asarray(positive, dtype=bool)
+    rng = np.random.default_rng(seed)
+    pos_idx, neg_idx = np.flatnonzero(positive), np.flatnonzero(~positive)
+
+    def metrics_at(indices: np.ndarray) -> dict[str, float]:
+        values = binary_metrics(positive[indices], score[indices], threshold)
+        if extra is not None:
+            values.update(extra(indices))
+        return values
+
+    point = metrics_at(np.arange(len(positive)))
+    samples: dict[str, list[float]] = {name: [] for name in point}
+    for _ in range(rounds):
+        indices = np.concatenate(
+            [rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))]
+        )
+        for name, value in metrics_at(indices).items():
+            samples[name].append(value)
+    return {
+        name: {
+            "value": point[name],
+            "ci95_low": float(np.nanpercentile(samples[name], 2.5)),
+            "ci95_high": float(np.nanpercentile(samples[name], 97.5)),
+        }
+        for name in point
+    }
