@@ -63,3 +63,13 @@ class NotReady(ServiceError):
     def __init__(self, detail: str, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class RequestTimeout(ServiceError):
+    """The client did not send its request body within the request deadline."""
+
+    status, code = 408, "request_timeout"

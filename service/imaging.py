@@ -89,16 +89,21 @@ def preprocess(grey: Image.Image, spec: InputSpec) -> np.ndarray:
         raise ValueError(f"preprocess expects a grey 'L' image, got {grey.mode!r}")
     side = spec.size
     width, height = grey.size
-    scale = side / max(width, height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top, new_w, new_h = letterbox_box(width, height, side)
     if (new_w, new_h) != (width, height):
         grey = grey.resize((new_w, new_h), Image.Resampling.BILINEAR)
     canvas = np.zeros((side, side), dtype=np.float32)
-    top, left = (side - new_h) // 2, (side - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = np.asarray(grey, dtype=np.float32)
     canvas *= np.float32(1.0 / (255.0 * spec.std))
     canvas -= np.float32(spec.mean / spec.std)
     return canvas[None]
+
+
+def letterbox_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """Where `preprocess` puts a width x height image in the side x side input: (left, top, w, h)."""
+    scale = side / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return (side - new_w) // 2, (side - new_h) // 2, new_w, new_h
 
 
 def load_tensor(data: bytes, spec: InputSpec, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:

@@ -1,0 +1,96 @@
+"""`python -m service [--host H] [--port P]`: settings from the environment, the model verified and
+self-tested before the socket opens, then uvicorn with limits that bound slow or greedy clients.
+
+SIGTERM: /health/ready turns 503 at once; after DRAIN_GRACE_S the listener closes, in-flight requests
+get DRAIN_TIMEOUT_S to finish, the batcher drains, and the process exits 0.
+Exit codes: 0 after a clean stop, 1 for a missing/corrupt/mismatched model, 2 for a bad setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+import uvicorn
+
+from service.app import begin_drain, create_app
+from service.card import CardError
+from service.engine import Engine
+from service.logs import configure_logging
+from service.settings import Settings, SettingsError
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM marks the app not ready before (optionally) a grace period."""
+
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        begin_drain(self.config.app)
+        if sig == signal.SIGTERM and self.grace_s > 0 and not self._draining:
+            self._draining = True
+            log.info("draining", extra={"fields": {"grace_s": self.grace_s}})
+            timer = threading.Timer(self.grace_s, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+            return
+        self._draining = True
+        super().handle_exit(sig, frame)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"service: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        engine = Engine.open(settings.model_dir, settings.model_variant, settings.threads)
+    except CardError as exc:
+        print(f"service: {exc}", file=sys.stderr)
+        return 1
+    log.info("model verified", extra={"fields": {"seconds": round(time.perf_counter() - started, 3),
+                                                  "settings": settings.describe()}})
+    config = uvicorn.Config(
+        create_app(settings, engine),
+        host=args.host,
+        port=args.port,
+        http="h11",
+        loop="asyncio",
+        lifespan="on",
+        log_config=None,
+        access_log=False,  # service.observe writes one JSON line per request instead
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=settings.keepalive_s,
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
+        timeout_graceful_shutdown=settings.drain_timeout_s,
+        backlog=256,
+    )
+    server = DrainingServer(config, settings.drain_grace_s)
+    # uvicorn re-raises the stop signal after a graceful stop; a no-op handler lets us exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

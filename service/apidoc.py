@@ -1,0 +1,87 @@
+"""OpenAPI details Litestar cannot infer: image request bodies (read by hand, never spooled to disk),
+the PNG-or-JSON explain response, the error responses, and the schema config (JSON only; /docs is an
+offline page of our own, see service/static/docs.html)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+
+from service.schemas import ErrorBody
+
+_BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+_RAW_IMAGE = {"image/png": OpenAPIMediaType(schema=_BINARY), "image/jpeg": OpenAPIMediaType(schema=_BINARY)}
+
+
+def _error(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+ERROR_RESPONSES = {
+    400: _error("Malformed request, or the image is truncated or corrupt"),
+    401: _error("Missing or wrong API key (only when API_KEY is set)"),
+    408: _error("The request body did not arrive within the deadline"),
+    413: _error("The body, or the number of images, is over the limit"),
+    415: _error("The bytes are neither PNG nor JPEG"),
+    422: _error("The image cannot be used: dimensions, pixel count, frames"),
+    503: _error("Overloaded, past the deadline, or not ready (see Retry-After)"),
+}
+
+
+@dataclass
+class SingleImageOperation(Operation):
+    def __post_init__(self) -> None:
+        form = Schema(type=OpenAPIType.OBJECT, properties={"file": _BINARY}, required=["file"])
+        self.request_body = RequestBody(
+            required=True,
+            description="One PNG or JPEG image: multipart field `file`, or the raw body. "
+            "The format is sniffed from the bytes; file names and content types are ignored.",
+            content={"multipart/form-data": OpenAPIMediaType(schema=form), **_RAW_IMAGE},
+        )
+
+
+@dataclass
+class ManyImagesOperation(Operation):
+    def __post_init__(self) -> None:
+        files = Schema(type=OpenAPIType.ARRAY, items=_BINARY)
+        form = Schema(type=OpenAPIType.OBJECT, properties={"files": files}, required=["files"])
+        self.request_body = RequestBody(
+            required=True,
+            description="Several PNG or JPEG images as repeated multipart fields `files` (or `file`).",
+            content={"multipart/form-data": OpenAPIMediaType(schema=form)},
+        )
+
+
+@dataclass
+class ExplainOperation(SingleImageOperation):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        ok = self.responses.get("200") if self.responses else None
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            ok.content = {"image/png": OpenAPIMediaType(schema=_BINARY), **ok.content}
+            ok.description = "PNG heatmap overlay by default; the numbers with `Accept: application/json`"
+
+
+def openapi_config(title: str, version: str, with_api_key: bool) -> OpenAPIConfig:
+    schemes = {"apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}
+    return OpenAPIConfig(
+        title=title,
+        version=version,
+        description="Chest CT slice classifier. Research use only, not a diagnosis.",
+        path="/schema",
+        render_plugins=[JsonRenderPlugin()],
+        components=Components(security_schemes=schemes) if with_api_key else Components(),
+        use_handler_docstrings=True,
+    )

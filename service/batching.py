@@ -1,0 +1,205 @@
+"""Admission control and micro-batching in front of the inference engine.
+
+Every image is admitted first (a bounded count: decoding, queued or running); past `capacity` the
+answer is 503 Overloaded with Retry-After, never an unbounded wait. Admitted images go through a
+bounded asyncio queue to one worker task that takes whatever is queued (up to `max_batch`), waits at
+most `max_wait_s` for more only while other admitted images are still being decoded, and runs the
+batch in a one-thread executor, so inference never blocks the event loop. With batching off each
+image runs alone in that executor. Deadlines belong to the caller: cancelling `infer` (e.g. by
+`asyncio.timeout`) drops a queued image before it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import NotReady, Overloaded, ServiceError
+from service.metrics import Metrics
+
+RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    logits: np.ndarray  # (K,)
+    cam: np.ndarray  # (K, h, w)
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass(slots=True)
+class Ticket:
+    unsubmitted: int
+
+
+@dataclass(slots=True)
+class _Job:
+    tensor: np.ndarray  # (1, S, S)
+    future: asyncio.Future[Outcome]
+    queued_at: float
+
+
+class Batcher:
+    def __init__(
+        self, run: RunBatch, *, max_batch: int, max_wait_s: float, capacity: int, metrics: Metrics
+    ) -> None:
+        self._run_batch = run
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.capacity = capacity
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=capacity)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._admitted = 0
+        self._expected = 0  # admitted but not yet handed to `infer`
+        self._running = 0
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch > 1
+
+    def start(self) -> None:
+        """Start the batching worker (inside the running event loop)."""
+        if self.batching and self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._serve(), name="batcher")
+
+    @contextlib.contextmanager
+    def admit(self, count: int = 1) -> Iterator[Ticket]:
+        """Reserve room for `count` images, or raise Overloaded / NotReady at once."""
+        if self._closed:
+            raise NotReady("the service is shutting down")
+        if self._admitted + count > self.capacity:
+            raise Overloaded("the service is at capacity; retry shortly", retry_after=1)
+        ticket = Ticket(count)
+        self._admitted += count
+        self._expected += count
+        self._metrics.admitted.set(self._admitted)
+        try:
+            yield ticket
+        finally:
+            self._admitted -= count
+            self._expected -= ticket.unsubmitted
+            self._metrics.admitted.set(self._admitted)
+
+    async def infer(self, ticket: Ticket, tensor: np.ndarray) -> Outcome:
+        """One preprocessed (1, S, S) image -> its outputs."""
+        if ticket.unsubmitted <= 0:
+            raise RuntimeError("ticket used for more images than it admitted")
+        ticket.unsubmitted -= 1
+        self._expected -= 1
+        loop = asyncio.get_running_loop()
+        if not self.batching:
+            return await loop.run_in_executor(self._executor, self._run_one, tensor, time.perf_counter())
+        if self._worker is None or self._worker.done():
+            raise NotReady("the inference worker is not running")
+        job = _Job(tensor, loop.create_future(), time.perf_counter())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:  # admission keeps this from happening; refuse rather than wait
+            raise Overloaded("the inference queue is full; retry shortly", retry_after=1) from None
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return await job.future
+
+    async def close(self, timeout: float) -> None:
+        """Refuse new work, let admitted work finish within `timeout`, then stop the worker."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._admitted or self._running or not self._queue.empty()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(NotReady("the service is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _run_one(self, tensor: np.ndarray, queued_at: float) -> Outcome:
+        started = time.perf_counter()
+        logits, cam = self._run_batch(tensor[None])
+        took = time.perf_counter() - started
+        self._observe(1, started - queued_at, took)
+        return Outcome(logits[0], cam[0], started - queued_at, took, 1)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            await self._gather(batch, loop)
+            self._metrics.queue_depth.set(self._queue.qsize())
+            batch = [job for job in batch if not job.future.done()]  # drop jobs whose caller gave up
+            if not batch:
+                continue
+            self._running = len(batch)
+            try:
+                logits, cam, started, took = await loop.run_in_executor(
+                    self._executor, self._run_many, [job.tensor for job in batch]
+                )
+            except Exception as exc:
+                _fail(batch, exc)
+                continue
+            finally:
+                self._running = 0
+            for i, job in enumerate(batch):
+                if not job.future.done():
+                    job.future.set_result(Outcome(logits[i], cam[i], started - job.queued_at, took, len(batch)))
+            self._observe_waits(batch, started, took)
+
+    async def _gather(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        queue = self._queue
+        while len(batch) < self.max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        deadline = loop.time() + self.max_wait_s
+        while len(batch) < self.max_batch and self._expected > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    batch.append(await queue.get())
+            except TimeoutError:
+                break
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+
+    def _run_many(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float, float]:
+        stacked = np.stack(tensors)
+        started = time.perf_counter()
+        logits, cam = self._run_batch(stacked)
+        return logits, cam, started, time.perf_counter() - started
+
+    def _observe(self, size: int, waited: float, took: float) -> None:
+        self._metrics.batch_size.observe(size)
+        self._metrics.inference.observe(took)
+        self._metrics.queue_wait.observe(waited)
+
+    def _observe_waits(self, batch: list[_Job], started: float, took: float) -> None:
+        self._metrics.batch_size.observe(len(batch))
+        self._metrics.inference.observe(took)
+        for job in batch:
+            self._metrics.queue_wait.observe(started - job.queued_at)
+
+
+def _fail(batch: list[_Job], cause: BaseException) -> None:
+    for job in batch:
+        if not job.future.done():
+            error = InferenceFailed("inference failed")
+            error.__cause__ = cause
+            job.future.set_exception(error)

@@ -1,0 +1,102 @@
+"""The ONNX Runtime session: built once from verified bytes, self-tested, then run on batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.card import CardError, ModelCard, golden_input, read_card, read_verified, sha256_bytes
+
+
+class SelfTestFailed(CardError):
+    """The loaded model does not reproduce the golden output its card records."""
+
+
+class Engine:
+    """One model variant in one ONNX Runtime session. `run` is thread-safe (ORT sessions are)."""
+
+    def __init__(self, card: ModelCard, variant: str, model_bytes: bytes, threads: int) -> None:
+        self.card = card
+        self.variant = variant
+        self.sha256 = sha256_bytes(model_bytes)
+        try:
+            self.session = ort.InferenceSession(
+                model_bytes, _session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CardError(f"ONNX Runtime cannot load the {variant} model: {first_line}") from None
+        self.input_name = self._check_io()
+        self.output_names = [card.outputs.logits, card.outputs.cam]
+
+    @classmethod
+    def open(cls, model_dir: Path, variant: str, threads: int) -> Engine:
+        """Read the card, verify the file's sha256, build the session and run the golden self-test.
+
+        Raises CardError (or its subclass SelfTestFailed) with a one-line message.
+        """
+        card = read_card(model_dir)
+        engine = cls(card, variant, read_verified(model_dir, card, variant), threads)
+        engine.self_test()
+        return engine
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 1, S, S) float32 -> logits (N, K), cam (N, K, h, w)."""
+        logits, cam = self.session.run(self.output_names, {self.input_name: batch})
+        return logits, cam
+
+    @property
+    def outputs_per_image(self) -> int:
+        return 1 if self.card.task == "binary" else len(self.card.labels)
+
+    def self_test(self) -> float:
+        """Run the card's golden input; returns the largest logit error, raises SelfTestFailed."""
+        golden = self.card.golden
+        if self.variant not in golden.logits or self.variant not in golden.atol:
+            raise CardError(f"model card has no golden output for the {self.variant!r} variant")
+        expected = np.asarray(golden.logits[self.variant], dtype=np.float32)
+        try:
+            logits, cam = self.run(golden_input(self.card.input.size))
+        except Exception as exc:  # an ORT failure here means the graph does not fit the card
+            raise SelfTestFailed(f"the {self.variant} model failed to run on the golden input: {exc}") from None
+        k = self.outputs_per_image
+        if logits.shape != (1, k) or cam.ndim != 4 or cam.shape[:2] != (1, k):
+            raise SelfTestFailed(
+                f"the {self.variant} model's outputs have shapes {logits.shape} and {cam.shape}; "
+                f"the card implies (1, {k}) and (1, {k}, h, w)"
+            )
+        error = float(np.max(np.abs(logits[0] - expected.reshape(-1)))) if expected.size == k else np.inf
+        if not error <= golden.atol[self.variant]:
+            raise SelfTestFailed(
+                f"the {self.variant} model's golden self-test failed: logit error {error:.3g} "
+                f"> tolerance {golden.atol[self.variant]:.3g}"
+            )
+        return error
+
+    def _check_io(self) -> str:
+        inputs = self.session.get_inputs()
+        size = self.card.input.size
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            raise CardError("the model must have exactly one float32 input")
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[1] != 1 or any(isinstance(s, int) and s != size for s in shape[2:]):
+            raise CardError(f"the model's input shape {shape} does not fit the card's (N, 1, {size}, {size})")
+        names = {o.name for o in self.session.get_outputs()}
+        missing = {self.card.outputs.logits, self.card.outputs.cam} - names
+        if missing:
+            raise CardError(f"the model has no output named {', '.join(sorted(missing))} (the card's names)")
+        return inputs[0].name
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Spinning idle threads would burn a burstable instance's CPU credits and starve the decoders.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options

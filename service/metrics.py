@@ -1,0 +1,80 @@
+"""Prometheus metrics in a registry of the app's own (so two apps in one process never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+PREFIX = "chestnet"
+# 1 ms .. 10 s, about three buckets per decade.
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
+        self.requests = Counter(
+            f"{PREFIX}_http_requests", "HTTP requests by route, method and status",
+            ("route", "method", "status"), registry=registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_http_request_duration_seconds", "HTTP request latency by route",
+            ("route",), buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_http_requests_in_flight", "HTTP requests being served", registry=registry
+        )
+        self.decode = Histogram(
+            f"{PREFIX}_decode_duration_seconds", "Image decode and preprocess time",
+            buckets=STAGE_BUCKETS, registry=registry,
+        )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds", "Time an image waited for its inference batch",
+            buckets=STAGE_BUCKETS, registry=registry,
+        )
+        self.inference = Histogram(
+            f"{PREFIX}_inference_duration_seconds", "ONNX Runtime time per batch",
+            buckets=STAGE_BUCKETS, registry=registry,
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size", "Images per inference batch", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.admitted = Gauge(
+            f"{PREFIX}_inference_in_flight", "Images admitted: decoding, queued or running", registry=registry
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Images waiting in the batching queue", registry=registry
+        )
+        self.predictions = Counter(
+            f"{PREFIX}_predictions", "Predictions by label", ("label",), registry=registry
+        )
+        self.probability = Histogram(
+            f"{PREFIX}_positive_probability", "P(not normal) of each prediction (for drift)",
+            buckets=PROBABILITY_BUCKETS, registry=registry,
+        )
+        self.errors = Counter(
+            f"{PREFIX}_errors", "Error responses by error code", ("code",), registry=registry
+        )
+        self.model_info = Gauge(
+            f"{PREFIX}_model_info", "The loaded model (value is always 1)",
+            ("name", "version", "variant", "sha256"), registry=registry,
+        )
+
+    def set_model(self, name: str, version: str, variant: str, sha256: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name=name, version=version, variant=variant, sha256=sha256).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,185 @@
+"""REST routes: /v1 predictions and explanations, the model card, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State
+
+from service.apidoc import ERROR_RESPONSES, ExplainOperation, ManyImagesOperation, SingleImageOperation
+from service.errors import BadRequest, NotReady, ServiceError
+from service.heatmap import heat_for, overlay_png
+from service.metrics import CONTENT_TYPE
+from service.runtime import Classified, Runtime
+from service.schemas import (
+    BatchItem,
+    BatchPrediction,
+    Box,
+    Explanation,
+    Health,
+    ItemError,
+    ItemResult,
+    ModelInfo,
+    Prediction,
+)
+from service.uploads import multipart_images, single_image
+
+_ITEM_ERRORS = (400, 413, 415, 422)  # problems with one image, not with the request or the service
+
+
+def runtime_of(state: State) -> Runtime:
+    runtime = state.get("runtime")
+    if runtime is None:
+        raise NotReady("the model is not loaded yet")
+    return runtime
+
+
+def request_id(request: Request) -> str:
+    return request.scope["state"].get("request_id", "")
+
+
+@post("/v1/predict", status_code=200, tags=["predict"], operation_class=SingleImageOperation, responses=ERROR_RESPONSES)
+async def predict(request: Request, state: State) -> Prediction:
+    """Classify one chest CT image: label, P(not normal), every class's probability."""
+    rt = runtime_of(state)
+    started = time.perf_counter()
+    async with rt.upload_deadline():
+        data = await single_image(request)
+    async with rt.deadline():
+        with rt.batcher.admit() as ticket:
+            result = await rt.classify(ticket, data)
+    decision = result.decision
+    request.scope["state"]["label"] = decision.label
+    return Prediction(
+        label=decision.label,
+        probability=decision.probability,
+        probabilities=decision.probabilities,
+        threshold=rt.card.threshold,
+        model=rt.model_ref,
+        timings=rt.timings([result], started),
+        request_id=request_id(request),
+    )
+
+
+@post("/v1/predict/batch", status_code=200, tags=["predict"], operation_class=ManyImagesOperation, responses=ERROR_RESPONSES)
+async def predict_batch(request: Request, state: State) -> BatchPrediction:
+    """Classify several images; a bad image gets an error in its own slot, the others still run."""
+    rt = runtime_of(state)
+    started = time.perf_counter()
+    async with rt.upload_deadline():
+        images = await multipart_images(request, max_images=rt.settings.max_batch_files)
+    if not images:
+        raise BadRequest("no images: send them as multipart fields named 'files'")
+    async with rt.deadline():
+        with rt.batcher.admit(len(images)) as ticket:
+            outcomes = await asyncio.gather(*(_item(rt, ticket, data) for data in images))
+    results = [_batch_item(i, outcome) for i, outcome in enumerate(outcomes)]
+    request.scope["state"]["label"] = ",".join(r.result.label if r.result else "error" for r in results)
+    done = [o for o in outcomes if isinstance(o, Classified)]
+    return BatchPrediction(
+        results=results,
+        threshold=rt.card.threshold,
+        model=rt.model_ref,
+        timings=rt.timings(done, started),
+        request_id=request_id(request),
+    )
+
+
+async def _item(rt: Runtime, ticket: object, data: bytes) -> Classified | ServiceError:
+    try:
+        return await rt.classify(ticket, data)  # type: ignore[arg-type]
+    except ServiceError as exc:
+        if exc.status not in _ITEM_ERRORS:
+            raise
+        rt.metrics.errors.labels(exc.code).inc()
+        return exc
+
+
+def _batch_item(index: int, outcome: Classified | ServiceError) -> BatchItem:
+    if isinstance(outcome, ServiceError):
+        return BatchItem(index=index, error=ItemError(error=outcome.code, detail=outcome.detail))
+    d = outcome.decision
+    return BatchItem(index=index, result=ItemResult(d.label, d.probability, d.probabilities))
+
+
+@post("/v1/explain", status_code=200, tags=["predict"], operation_class=ExplainOperation, responses=ERROR_RESPONSES)
+async def explain(request: Request, state: State, target: str | None = None) -> Response[Explanation]:
+    """Class-activation heatmap for the decided label (or `target`): a PNG overlay on the input,
+    or the numbers with `Accept: application/json`."""
+    rt = runtime_of(state)
+    started = time.perf_counter()
+    if target is not None and target not in rt.card.labels:
+        raise BadRequest(f"target must be one of: {', '.join(rt.card.labels)}")
+    async with rt.upload_deadline():
+        data = await single_image(request)
+    async with rt.deadline():
+        with rt.batcher.admit() as ticket:
+            result = await rt.classify(ticket, data)
+        decision, prepared = result.decision, result.prepared
+        assert prepared is not None
+        shown = target or decision.label
+        channel, sign = rt.decider.channel_for(shown)
+        heat = heat_for(result.outcome.cam, channel, sign, prepared.grey.size, rt.card.input.size)
+        request.scope["state"]["label"] = decision.label
+        if request.accept.best_match(["image/png", "application/json"], "image/png") == "image/png":
+            png = await rt.offload(overlay_png, prepared.grey, heat)
+            headers = {"X-Label": decision.label, "X-Probability": f"{decision.probability:.6f}"}
+            return Response(png, media_type="image/png", headers=headers)
+    left, top, width, height = heat.box
+    return Response(
+        Explanation(
+            label=decision.label,
+            probability=decision.probability,
+            probabilities=decision.probabilities,
+            threshold=rt.card.threshold,
+            target=shown,
+            channel=channel,
+            sign=sign,
+            cam=heat.grid.tolist(),
+            cam_shape=list(result.outcome.cam.shape),
+            input_size=rt.card.input.size,
+            image_region=Box(left, top, width, height),
+            image_width=prepared.grey.size[0],
+            image_height=prepared.grey.size[1],
+            model=rt.model_ref,
+            timings=rt.timings([result], started),
+            request_id=request_id(request),
+        )
+    )
+
+
+@get("/v1/model", tags=["model"])
+async def model(state: State) -> ModelInfo:
+    """The model card's public fields and which variant this process serves."""
+    rt = runtime_of(state)
+    extra = {"variant": rt.engine.variant, "sha256": rt.engine.sha256}
+    return msgspec.convert(rt.card.public() | extra, ModelInfo)
+
+
+@get("/health/live", tags=["health"])
+async def live() -> Health:
+    """The process is up (it may still be loading or draining)."""
+    return Health("live")
+
+
+@get("/health/ready", tags=["health"], responses={503: ERROR_RESPONSES[503]})
+async def ready(state: State) -> Response[Health]:
+    """200 once the model passed its self-test; 503 before that and while draining."""
+    rt = state.get("runtime")
+    if rt is not None and rt.ready and not rt.draining:
+        return Response(Health("ready"))
+    status = "draining" if rt is not None and rt.draining else "starting"
+    return Response(Health(status), status_code=503, headers={"Retry-After": "1"})
+
+
+@get("/metrics", media_type=CONTENT_TYPE, tags=["health"])
+async def metrics(state: State) -> bytes:
+    """Prometheus metrics."""
+    return state.metrics.render()
+
+
+PREDICTION_ROUTES = [predict, predict_batch, explain]
+INFO_ROUTES = [model, live, ready, metrics]

@@ -1,0 +1,123 @@
+"""Response bodies of the REST API (msgspec Structs: exact OpenAPI schema, fast encoding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from service.card import Golden, InputSpec, OutputSpec
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: str  # stable machine-readable code, e.g. "invalid_image"
+    detail: str  # human-readable; never carries paths, tracebacks or internal names
+    request_id: str
+
+
+class ModelRef(msgspec.Struct, frozen=True):
+    name: str
+    version: str
+    variant: str
+    sha256: str
+
+
+class Timings(msgspec.Struct, frozen=True):
+    decode_ms: float
+    queue_ms: float
+    inference_ms: float
+    total_ms: float
+
+
+class Prediction(msgspec.Struct, frozen=True):
+    label: str
+    probability: float  # P(not normal), compared with `threshold`
+    probabilities: dict[str, float]  # every label
+    threshold: float
+    model: ModelRef
+    timings: Timings
+    request_id: str
+
+
+class ItemResult(msgspec.Struct, frozen=True):
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class ItemError(msgspec.Struct, frozen=True):
+    error: str
+    detail: str
+
+
+class BatchItem(msgspec.Struct, frozen=True):
+    index: int  # position of the image in the request
+    result: ItemResult | None = None
+    error: ItemError | None = None
+
+
+class BatchPrediction(msgspec.Struct, frozen=True):
+    results: list[BatchItem]
+    threshold: float
+    model: ModelRef
+    timings: Timings  # decode and queue/inference summed over images; total for the request
+    request_id: str
+
+
+class Box(msgspec.Struct, frozen=True):
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+class Explanation(msgspec.Struct, frozen=True):
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    threshold: float
+    target: str  # the label the heatmap shows evidence for
+    channel: int  # the CAM channel used
+    sign: float  # -1 where the channel is negated (binary card, target = normal label)
+    cam: list[list[float]]  # sign * cam[channel], (h, w) at model resolution
+    cam_shape: list[int]  # the model's cam output for one image: (K, h, w)
+    input_size: int  # side of the model's square input
+    image_region: Box  # where the letterboxed image lies in that square
+    image_width: int
+    image_height: int
+    model: ModelRef
+    timings: Timings
+    request_id: str
+
+
+class PublicFile(msgspec.Struct, frozen=True):
+    sha256: str
+    bytes: int
+
+
+class ModelInfo(msgspec.Struct, frozen=True):
+    """The card's public fields, plus which variant this process serves."""
+
+    name: str
+    version: str
+    task: str
+    labels: list[str]
+    normal_label: str
+    threshold: float
+    threshold_rule: str
+    input: InputSpec
+    outputs: OutputSpec
+    files: dict[str, PublicFile]
+    golden: Golden
+    variant: str
+    sha256: str
+    metrics: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
+    data_manifest_sha256: str = ""
+    params_sha256: str = ""
+    versions: dict[str, str] = {}
+    created_at: str = ""
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str  # "live" | "ready" | "starting" | "draining"

@@ -1,0 +1,181 @@
+"""Service settings: environment variables -> one frozen, validated object.
+
+A bad value raises SettingsError with one line naming the variable, the value and what is allowed;
+`python -m service` prints that line and exits 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """One environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path = Path("models")
+    model_variant: str = "int8"  # int8 | fp32: which file of the card to load
+    threads: int = 1  # ONNX Runtime intra-op threads; from_env derives it from the usable CPUs
+    decode_threads: int = 1  # worker threads for decoding and drawing heatmaps
+    batching: bool = True
+    batch_max_size: int = 8
+    batch_max_wait_ms: float = 2.0  # only waited for while more requests are already being decoded
+    queue_max: int = 64  # images admitted (decoding, queued or running) before 503 Overloaded
+    request_timeout_s: float = 10.0  # per-request deadline: decode + queue + inference
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_pixels: int = 2048 * 2048  # checked from the header before any pixel is decoded
+    max_batch_files: int = 16
+    api_key: str | None = None  # when set, prediction endpoints need X-API-Key or Bearer
+    cors_origins: tuple[str, ...] = ()  # CORS stays closed unless origins are listed
+    log_format: str = "json"  # json | text
+    log_level: str = "INFO"
+    drain_timeout_s: float = 10.0  # SIGTERM: time in-flight work gets to finish
+    drain_grace_s: float = 0.0  # SIGTERM: time to keep serving while reporting not ready
+    max_connections: int = 64  # uvicorn limit_concurrency: 503 beyond it
+    keepalive_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from `env` (default os.environ); unset ones keep their defaults."""
+        env = os.environ if env is None else env
+        cpus = available_cpus()
+        values: dict[str, Any] = {"threads": cpus, "decode_threads": cpus}
+        for name, (var, parse) in _PARSERS.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[name] = parse(raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{var}={raw!r} is invalid: {exc}") from None
+        return cls(**values)
+
+    def describe(self) -> dict[str, Any]:
+        """For the start-up log line: every setting, the API key only as set/unset."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["api_key"] = "set" if self.api_key else "unset"
+        out["model_dir"] = str(self.model_dir)
+        out["cors_origins"] = list(self.cors_origins)
+        return out
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number from {low:g} to {high:g}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(f"expected a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ValueError("expected on or off")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError("expected a comma-separated list of http(s):// origins")
+    return origins
+
+
+def _api_key(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("an API key must be at least 16 characters")
+    return raw
+
+
+_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "model_dir": ("MODEL_DIR", Path),
+    "model_variant": ("MODEL_VARIANT", _choice("int8", "fp32")),
+    "threads": ("INFER_THREADS", _int(1, 256)),
+    "decode_threads": ("DECODE_THREADS", _int(1, 256)),
+    "batching": ("BATCHING", _bool),
+    "batch_max_size": ("BATCH_MAX_SIZE", _int(1, 256)),
+    "batch_max_wait_ms": ("BATCH_MAX_WAIT_MS", _float(0.0, 1000.0)),
+    "queue_max": ("QUEUE_MAX", _int(1, 100_000)),
+    "request_timeout_s": ("REQUEST_TIMEOUT_S", _float(0.01, 600.0)),
+    "max_body_bytes": ("MAX_BODY_BYTES", _int(1024, 1024**3)),
+    "max_pixels": ("MAX_PIXELS", _int(1024, 1 << 28)),
+    "max_batch_files": ("MAX_BATCH_FILES", _int(1, 256)),
+    "api_key": ("API_KEY", _api_key),
+    "cors_origins": ("CORS_ORIGINS", _origins),
+    "log_format": ("LOG_FORMAT", _choice("json", "text")),
+    "log_level": ("LOG_LEVEL", _choice(*LOG_LEVELS, upper=True)),
+    "drain_timeout_s": ("DRAIN_TIMEOUT_S", _float(0.0, 600.0)),
+    "drain_grace_s": ("DRAIN_GRACE_S", _float(0.0, 600.0)),
+    "max_connections": ("MAX_CONNECTIONS", _int(1, 100_000)),
+    "keepalive_s": ("KEEPALIVE_S", _float(0.1, 600.0)),
+}
+ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup (v2 or v1) CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """The CPU quota in CPUs (e.g. 1.5), or None when there is none or it cannot be read."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000" | "150000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    for folder in ("cpu", "cpu,cpuacct"):  # v1
+        try:
+            quota_us = int((root / folder / "cpu.cfs_quota_us").read_text())
+            period_us = int((root / folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None
