@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from service.apidoc import ERROR_RESPONSES
 from service.errors import BadRequest, NotFound, PayloadTooLarge
@@ -106,7 +107,7 @@ async def server_ready(state: State) -> Response[Readiness]:
 
 
 @get(["/v2/models/{model_name:str}", "/v2/models/{model_name:str}/versions/{model_version:str}"], tags=["oip"])
-async def model_metadata(state: State, model_name: str, model_version: str | None = None) -> ModelMetadata:
+async def model_metadata(state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None) -> ModelMetadata:
     """Name, versions, platform and the input/output tensors."""
     rt = _model(state, model_name, model_version)
     size, k = rt.card.input.size, rt.engine.outputs_per_image
@@ -130,7 +131,7 @@ async def model_metadata(state: State, model_name: str, model_version: str | Non
     ["/v2/models/{model_name:str}/ready", "/v2/models/{model_name:str}/versions/{model_version:str}/ready"],
     tags=["oip"],
 )
-async def model_ready(state: State, model_name: str, model_version: str | None = None) -> Response[ModelReadiness]:
+async def model_ready(state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None) -> Response[ModelReadiness]:
     rt = _model(state, model_name, model_version)
     ok = _is_ready(state)
     return Response(ModelReadiness(name=rt.card.name, ready=ok), status_code=200 if ok else 503)
@@ -143,7 +144,7 @@ async def model_ready(state: State, model_name: str, model_version: str | None =
     responses=ERROR_RESPONSES,
 )
 async def infer(
-    request: Request, state: State, data: InferRequest, model_name: str, model_version: str | None = None
+    request: Request, state: State, data: JSONBody[InferRequest], model_name: FromPath[str], model_version: FromPath[str | None] = None
 ) -> InferResponse:
     """Run the model on one FP32 (preprocessed) or BYTES (encoded images) input tensor."""
     rt = _model(state, model_name, model_version)

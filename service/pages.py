@@ -10,6 +10,7 @@ from pathlib import Path
 
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from service.errors import NotFound
 
@@ -45,7 +46,7 @@ def page_routes(static_dir: Path = STATIC_DIR) -> list[HTTPRouteHandler]:
         return serve("docs.html")
 
     @get("/static/{name:str}", include_in_schema=False, sync_to_thread=False)
-    def asset(name: str) -> Response[bytes]:
+    def asset(name: FromPath[str]) -> Response[bytes]:
         return serve(name)
 
     return [index, docs, asset]

@@ -8,6 +8,7 @@ import time
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromQuery
 
 from service.apidoc import ERROR_RESPONSES, ExplainOperation, ManyImagesOperation, SingleImageOperation
 from service.errors import BadRequest, NotReady, ServiceError
@@ -106,7 +107,7 @@ def _batch_item(index: int, outcome: Classified | ServiceError) -> BatchItem:
 
 
 @post("/v1/explain", status_code=200, tags=["predict"], operation_class=ExplainOperation, responses=ERROR_RESPONSES)
-async def explain(request: Request, state: State, target: str | None = None) -> Response[Explanation]:
+async def explain(request: Request, state: State, target: FromQuery[str | None] = None) -> Response[Explanation]:
     """Class-activation heatmap for the decided label (or `target`): a PNG overlay on the input,
     or the numbers with `Accept: application/json`."""
     rt = runtime_of(state)
