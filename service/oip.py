@@ -62,7 +62,7 @@ class ModelReadiness(msgspec.Struct, frozen=True):
     ready: bool
 
 
-class InferTensor(msgspec.Struct, frozen=True):
+class InferTensor(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str
     shape: list[int]
     datatype: str
@@ -179,7 +179,8 @@ def _fp32_images(rt: Runtime, tensor: InferTensor) -> list[np.ndarray]:
         raise BadRequest(f"an FP32 input must have shape [N, 1, {size}, {size}]")
     _check_count(rt, shape[0])
     try:
-        array = np.asarray(tensor.data, dtype=np.float32).reshape(-1)
+        with np.errstate(all="ignore"):  # out-of-range values become inf, refused below
+            array = np.asarray(tensor.data, dtype=np.float32).reshape(-1)
     except (ValueError, TypeError):
         raise BadRequest("the FP32 data must be numbers") from None
     if array.size != int(np.prod(shape)):

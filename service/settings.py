@@ -56,7 +56,8 @@ class Settings:
             try:
                 values[name] = parse(raw.strip())
             except ValueError as exc:
-                raise SettingsError(f"{var}={raw!r} is invalid: {exc}") from None
+                shown = var if var in _SECRET else f"{var}={raw!r}"  # never echo a secret
+                raise SettingsError(f"{shown} is invalid: {exc}") from None
         return cls(**values)
 
     def describe(self) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 def _api_key(raw: str) -> str:
     if len(raw) < 16:
-        raise ValueError("an API key must be at least 16 characters")
+        raise ValueError("expected at least 16 characters")
     return raw
 
 
@@ -149,6 +150,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_connections": ("MAX_CONNECTIONS", _int(1, 100_000)),
     "keepalive_s": ("KEEPALIVE_S", _float(0.1, 600.0)),
 }
+_SECRET = frozenset({"API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}
 
 

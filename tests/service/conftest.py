@@ -13,8 +13,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -35,6 +37,7 @@ from service.card import (
     golden_input,
     sha256_bytes,
 )
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 64
@@ -267,6 +270,32 @@ class Server:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+@contextmanager
+def serve_in_thread(settings: Settings) -> Iterator[str]:
+    """The app under a real uvicorn on loopback, in a thread of this process; yields its URL."""
+    import uvicorn
+
+    from service.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.perf_counter() + 20
+    while not server.started:
+        if not thread.is_alive() or time.perf_counter() > deadline:
+            raise AssertionError("the in-thread server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""The decision rule, the same for every endpoint: P(not normal) >= threshold -> most probable cancer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from service.card import Golden, InputSpec, ModelCard, ModelFile, OutputSpec
+from service.decision import Decider
+
+
+def card(task: str, labels: list[str], threshold: float = 0.5) -> ModelCard:
+    return ModelCard(
+        name="m", version="1", task=task, labels=labels, normal_label="normal", threshold=threshold,  # type: ignore[arg-type]
+        threshold_rule="test", input=InputSpec(size=64, mean=0.2, std=0.25),
+        outputs=OutputSpec(logits="logits", cam="cam", activation="sigmoid" if task == "binary" else "softmax"),
+        files={"fp32": ModelFile(path="m.onnx", sha256="0", bytes=1)}, golden=Golden(logits={}, atol={}),
+    )
+
+
+def test_binary_rule() -> None:
+    decide = Decider(card("binary", ["adenocarcinoma", "normal"], threshold=0.3)).decide
+    d = decide(np.array([0.0]))
+    assert d.label == "adenocarcinoma" and d.probability == 0.5 and d.sign == 1.0 and d.channel == 0
+    assert list(d.probabilities) == ["adenocarcinoma", "normal"]
+    threshold_logit = math.log(0.3 / 0.7)
+    assert decide(np.array([threshold_logit + 1e-9])).label == "adenocarcinoma"
+    low = decide(np.array([threshold_logit - 1e-3]))
+    assert low.label == "normal" and low.sign == -1.0
+    assert decide(np.array([-1000.0])).probability == 0.0 and decide(np.array([1000.0])).probability == 1.0
+
+
+def test_multiclass_rule_picks_the_most_probable_cancer() -> None:
+    labels = ["adenocarcinoma", "large.cell.carcinoma", "normal", "squamous.cell.carcinoma"]
+    decide = Decider(card("multiclass", labels, threshold=0.4)).decide
+    # normal is the single most probable class, but P(not normal) = 0.55 >= 0.4.
+    logits = np.log(np.array([0.1, 0.15, 0.45, 0.3]))
+    d = decide(logits)
+    assert d.probability == pytest.approx(0.55)
+    assert d.label == "squamous.cell.carcinoma" and d.channel == 3 and d.sign == 1.0
+    assert sum(d.probabilities.values()) == pytest.approx(1.0)
+    d = decide(np.log(np.array([0.1, 0.1, 0.7, 0.1])))
+    assert d.label == "normal" and d.channel == 2
