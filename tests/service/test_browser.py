@@ -1,0 +1,108 @@
+"""The web page and /docs in headless Chromium: upload, result, heatmap, an error; no outside requests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import png_bytes, serve_in_thread
+
+from service.settings import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
+]
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from conftest import write_model_dir
+
+    folder = write_model_dir(tmp_path_factory.mktemp("browser-models"), "binary")
+    with serve_in_thread(Settings(model_dir=folder, threads=1)) as url:
+        yield url
+
+
+@pytest.fixture
+def page(base_url: str, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page()
+        page.outside = []  # type: ignore[attr-defined]
+        page.console_errors = []  # type: ignore[attr-defined]
+        page.on("request", lambda r: None if r.url.startswith((base_url, "data:", "blob:")) else page.outside.append(r.url))
+        page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+        yield page
+        browser.close()
+
+
+def _console_problems(page) -> list[str]:
+    # A refused upload logs "Failed to load resource ... 415"; that one is expected.
+    return [m for m in page.console_errors if "Failed to load resource" not in m]
+
+
+def test_upload_result_heatmap_and_error(page, base_url: str, tmp_path: Path) -> None:
+    bright, odd = tmp_path / "bright.png", tmp_path / "notes.png"
+    bright.write_bytes(png_bytes(235, (160, 120)))
+    odd.write_bytes(b"this is not an image at all")
+    page.goto(base_url + "/")
+    assert "Research use only, not a diagnosis" in page.inner_text("#notice")
+    page.wait_for_function("document.querySelector('#model-info').textContent.includes('chest-cancer-net')")
+    assert "0.0.0-test" in page.inner_text("#model-info")
+
+    page.set_input_files("#file", str(bright))
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.inner_text("#label") == "adenocarcinoma"
+    assert page.inner_text("#probability").endswith("%")
+    assert page.is_visible("#preview") and page.eval_on_selector("#preview", "img => img.naturalWidth") == 160
+
+    page.check("#heatmap-toggle")
+    page.wait_for_selector("#overlay:not([hidden])")
+    page.wait_for_function("document.querySelector('#overlay').naturalWidth === 160")
+    assert not page.is_visible("#preview")
+    page.screenshot(path=str(tmp_path / "heatmap.png"))
+    if os.environ.get("SCREENSHOT_DIR"):
+        page.screenshot(path=os.path.join(os.environ["SCREENSHOT_DIR"], "web-page-heatmap.png"), full_page=True)
+    page.uncheck("#heatmap-toggle")
+    assert page.is_visible("#preview") and not page.is_visible("#overlay")
+
+    page.set_input_files("#file", str(odd))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "only PNG and JPEG images are accepted" in page.inner_text("#error")
+    assert page.is_hidden("#result")
+    assert page.outside == [] and _console_problems(page) == []
+
+
+def test_drop_an_image(page, base_url: str) -> None:
+    page.goto(base_url + "/")
+    data = list(png_bytes(10, (120, 90)))
+    transfer = page.evaluate_handle(
+        """bytes => { const t = new DataTransfer();
+           t.items.add(new File([new Uint8Array(bytes)], 'dark.png', {type: 'image/png'})); return t; }""",
+        data,
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.inner_text("#label") == "normal"
+    assert page.outside == [] and _console_problems(page) == []
+
+
+def test_docs_page_works_offline(page, base_url: str) -> None:
+    page.goto(base_url + "/docs")
+    page.wait_for_selector("details.op")
+    assert page.locator("details.op").count() >= 10
+    op = page.locator("details.op", has_text="/v1/model").first
+    op.locator("> summary").click()
+    op.locator("button", has_text="Send").click()
+    op.locator(".out pre").wait_for()
+    assert "chest-cancer-net" in op.locator(".out pre").inner_text()
+    assert page.outside == [] and _console_problems(page) == []
