@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except CardError as exc:
         print(f"service: {exc}", file=sys.stderr)
         return 1
-    log.info("model verified", extra={"fields": {"seconds": round(time.perf_counter() - started, 3),
-                                                  "settings": settings.describe()}})
+    log.info(
+        "model verified",
+        extra={"fields": {"seconds": round(time.perf_counter() - started, 3), "settings": settings.describe()}},
+    )
     config = uvicorn.Config(
         create_app(settings, engine),
         host=args.host,

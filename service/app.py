@@ -58,8 +58,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         runtime = Runtime(settings, opened, metrics)
         runtime.start()
         app.state.runtime = runtime
-        log.info("ready", extra={"fields": {"model": opened.card.name, "version": opened.card.version,
-                                            "variant": opened.variant, "sha256": opened.sha256}})
+        log.info(
+            "ready",
+            extra={
+                "fields": {
+                    "model": opened.card.name,
+                    "version": opened.card.version,
+                    "variant": opened.variant,
+                    "sha256": opened.sha256,
+                }
+            },
+        )
         try:
             yield
         finally:

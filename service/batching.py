@@ -52,9 +52,7 @@ class _Job:
 
 
 class Batcher:
-    def __init__(
-        self, run: RunBatch, *, max_batch: int, max_wait_s: float, capacity: int, metrics: Metrics
-    ) -> None:
+    def __init__(self, run: RunBatch, *, max_batch: int, max_wait_s: float, capacity: int, metrics: Metrics) -> None:
         self._run_batch = run
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

@@ -43,10 +43,7 @@ class Decider:
             soft = _softmax(logits)
             probabilities = dict(zip(self.labels, soft.tolist(), strict=True))
             p = 1.0 - probabilities[self.normal]
-            if p >= self.threshold:
-                label = max(self.cancer, key=probabilities.__getitem__)
-            else:
-                label = self.normal
+            label = max(self.cancer, key=probabilities.__getitem__) if p >= self.threshold else self.normal
         channel, sign = self.channel_for(label)
         return Decision(label, p, probabilities, channel, sign)
 

@@ -26,27 +26,36 @@ class Metrics:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=registry)
         self.requests = Counter(
-            f"{PREFIX}_http_requests", "HTTP requests by route, method and status",
-            ("route", "method", "status"), registry=registry,
+            f"{PREFIX}_http_requests",
+            "HTTP requests by route, method and status",
+            ("route", "method", "status"),
+            registry=registry,
         )
         self.latency = Histogram(
-            f"{PREFIX}_http_request_duration_seconds", "HTTP request latency by route",
-            ("route",), buckets=LATENCY_BUCKETS, registry=registry,
+            f"{PREFIX}_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
-        self.in_flight = Gauge(
-            f"{PREFIX}_http_requests_in_flight", "HTTP requests being served", registry=registry
-        )
+        self.in_flight = Gauge(f"{PREFIX}_http_requests_in_flight", "HTTP requests being served", registry=registry)
         self.decode = Histogram(
-            f"{PREFIX}_decode_duration_seconds", "Image decode and preprocess time",
-            buckets=STAGE_BUCKETS, registry=registry,
+            f"{PREFIX}_decode_duration_seconds",
+            "Image decode and preprocess time",
+            buckets=STAGE_BUCKETS,
+            registry=registry,
         )
         self.queue_wait = Histogram(
-            f"{PREFIX}_queue_wait_seconds", "Time an image waited for its inference batch",
-            buckets=STAGE_BUCKETS, registry=registry,
+            f"{PREFIX}_queue_wait_seconds",
+            "Time an image waited for its inference batch",
+            buckets=STAGE_BUCKETS,
+            registry=registry,
         )
         self.inference = Histogram(
-            f"{PREFIX}_inference_duration_seconds", "ONNX Runtime time per batch",
-            buckets=STAGE_BUCKETS, registry=registry,
+            f"{PREFIX}_inference_duration_seconds",
+            "ONNX Runtime time per batch",
+            buckets=STAGE_BUCKETS,
+            registry=registry,
         )
         self.batch_size = Histogram(
             f"{PREFIX}_batch_size", "Images per inference batch", buckets=BATCH_BUCKETS, registry=registry
@@ -54,22 +63,20 @@ class Metrics:
         self.admitted = Gauge(
             f"{PREFIX}_inference_in_flight", "Images admitted: decoding, queued or running", registry=registry
         )
-        self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Images waiting in the batching queue", registry=registry
-        )
-        self.predictions = Counter(
-            f"{PREFIX}_predictions", "Predictions by label", ("label",), registry=registry
-        )
+        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Images waiting in the batching queue", registry=registry)
+        self.predictions = Counter(f"{PREFIX}_predictions", "Predictions by label", ("label",), registry=registry)
         self.probability = Histogram(
-            f"{PREFIX}_positive_probability", "P(not normal) of each prediction (for drift)",
-            buckets=PROBABILITY_BUCKETS, registry=registry,
+            f"{PREFIX}_positive_probability",
+            "P(not normal) of each prediction (for drift)",
+            buckets=PROBABILITY_BUCKETS,
+            registry=registry,
         )
-        self.errors = Counter(
-            f"{PREFIX}_errors", "Error responses by error code", ("code",), registry=registry
-        )
+        self.errors = Counter(f"{PREFIX}_errors", "Error responses by error code", ("code",), registry=registry)
         self.model_info = Gauge(
-            f"{PREFIX}_model_info", "The loaded model (value is always 1)",
-            ("name", "version", "variant", "sha256"), registry=registry,
+            f"{PREFIX}_model_info",
+            "The loaded model (value is always 1)",
+            ("name", "version", "variant", "sha256"),
+            registry=registry,
         )
 
     def set_model(self, name: str, version: str, variant: str, sha256: str) -> None:

@@ -107,7 +107,9 @@ async def server_ready(state: State) -> Response[Readiness]:
 
 
 @get(["/v2/models/{model_name:str}", "/v2/models/{model_name:str}/versions/{model_version:str}"], tags=["oip"])
-async def model_metadata(state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None) -> ModelMetadata:
+async def model_metadata(
+    state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
+) -> ModelMetadata:
     """Name, versions, platform and the input/output tensors."""
     rt = _model(state, model_name, model_version)
     size, k = rt.card.input.size, rt.engine.outputs_per_image
@@ -117,7 +119,10 @@ async def model_metadata(state: State, model_name: FromPath[str], model_version:
         name=rt.card.name,
         versions=[rt.card.version],
         platform="onnxruntime_onnx",
-        inputs=[TensorMeta(rt.engine.input_name, "FP32", [-1, 1, size, size]), TensorMeta("image_bytes", "BYTES", [-1])],
+        inputs=[
+            TensorMeta(rt.engine.input_name, "FP32", [-1, 1, size, size]),
+            TensorMeta("image_bytes", "BYTES", [-1]),
+        ],
         outputs=[
             TensorMeta("logits", "FP32", [-1, k]),
             TensorMeta("cam", "FP32", [-1, k, *cam_hw]),
@@ -131,7 +136,9 @@ async def model_metadata(state: State, model_name: FromPath[str], model_version:
     ["/v2/models/{model_name:str}/ready", "/v2/models/{model_name:str}/versions/{model_version:str}/ready"],
     tags=["oip"],
 )
-async def model_ready(state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None) -> Response[ModelReadiness]:
+async def model_ready(
+    state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
+) -> Response[ModelReadiness]:
     rt = _model(state, model_name, model_version)
     ok = _is_ready(state)
     return Response(ModelReadiness(name=rt.card.name, ready=ok), status_code=200 if ok else 503)
@@ -144,7 +151,11 @@ async def model_ready(state: State, model_name: FromPath[str], model_version: Fr
     responses=ERROR_RESPONSES,
 )
 async def infer(
-    request: Request, state: State, data: JSONBody[InferRequest], model_name: FromPath[str], model_version: FromPath[str | None] = None
+    request: Request,
+    state: State,
+    data: JSONBody[InferRequest],
+    model_name: FromPath[str],
+    model_version: FromPath[str | None] = None,
 ) -> InferResponse:
     """Run the model on one FP32 (preprocessed) or BYTES (encoded images) input tensor."""
     rt = _model(state, model_name, model_version)

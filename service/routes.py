@@ -65,7 +65,13 @@ async def predict(request: Request, state: State) -> Prediction:
     )
 
 
-@post("/v1/predict/batch", status_code=200, tags=["predict"], operation_class=ManyImagesOperation, responses=ERROR_RESPONSES)
+@post(
+    "/v1/predict/batch",
+    status_code=200,
+    tags=["predict"],
+    operation_class=ManyImagesOperation,
+    responses=ERROR_RESPONSES,
+)
 async def predict_batch(request: Request, state: State) -> BatchPrediction:
     """Classify several images; a bad image gets an error in its own slot, the others still run."""
     rt = runtime_of(state)

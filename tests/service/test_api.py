@@ -18,8 +18,6 @@ from PIL import Image
 from service.app import create_app
 from service.settings import Settings
 
-ClientFactory = Callable[..., "contextlib.AbstractContextManager[TestClient]"]
-
 
 @pytest.fixture
 def make_client(model_dir: Path) -> Iterator[Callable]:
@@ -111,7 +109,12 @@ def test_multiclass_probabilities_and_labels(make_client, multiclass_dir: Path) 
     with make_client(multiclass_dir) as c:
         bright = c.post("/v1/predict", content=png_bytes(240)).json()
         dark = c.post("/v1/predict", content=png_bytes(5)).json()
-    assert set(bright["probabilities"]) == {"adenocarcinoma", "large.cell.carcinoma", "normal", "squamous.cell.carcinoma"}
+    assert set(bright["probabilities"]) == {
+        "adenocarcinoma",
+        "large.cell.carcinoma",
+        "normal",
+        "squamous.cell.carcinoma",
+    }
     assert sum(bright["probabilities"].values()) == pytest.approx(1.0)
     assert bright["probability"] == pytest.approx(1 - bright["probabilities"]["normal"])
     assert bright["label"] == "adenocarcinoma"
@@ -126,7 +129,8 @@ def test_fp32_variant(make_client) -> None:
 
 
 @pytest.mark.parametrize(
-    "mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "1"],
+    "mode",
+    ["L", "LA", "RGB", "RGBA", "P", "I;16", "1"],
 )
 def test_pixel_modes_are_handled(client: TestClient, mode: str) -> None:
     base = Image.new("L", (80, 64), 200)
@@ -159,8 +163,11 @@ def test_exif_orientation_is_applied(client: TestClient) -> None:
 def test_unsupported_format_is_415(client: TestClient) -> None:
     gif = io.BytesIO()
     Image.new("L", (64, 64)).save(gif, format="GIF")
-    assert_error(client.post("/v1/predict", content=gif.getvalue(), headers={"Content-Type": "image/png"}),
-                 415, "unsupported_media_type")
+    assert_error(
+        client.post("/v1/predict", content=gif.getvalue(), headers={"Content-Type": "image/png"}),
+        415,
+        "unsupported_media_type",
+    )
     assert_error(client.post("/v1/predict", content=b"%PDF-1.4 hello"), 415, "unsupported_media_type")
 
 
@@ -211,7 +218,9 @@ def test_multipart_without_file_field_is_400(client: TestClient) -> None:
 
 
 def test_malformed_multipart_is_400(client: TestClient) -> None:
-    r = client.post("/v1/predict", content=b"--xyz\r\nnonsense", headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    r = client.post(
+        "/v1/predict", content=b"--xyz\r\nnonsense", headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+    )
     assert_error(r, 400, "bad_request")
 
 
@@ -276,7 +285,9 @@ def test_explain_png_overlay(client: TestClient) -> None:
 
 def test_explain_json_locates_the_bright_region(client: TestClient) -> None:
     r = client.post(
-        "/v1/explain?target=adenocarcinoma", content=blob_png((128, 96), (96, 24)), headers={"Accept": "application/json"}
+        "/v1/explain?target=adenocarcinoma",
+        content=blob_png((128, 96), (96, 24)),
+        headers={"Accept": "application/json"},
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -371,7 +382,9 @@ def test_method_not_allowed(client: TestClient) -> None:
 
 
 def test_cors_closed_by_default(client: TestClient) -> None:
-    r = client.options("/v1/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    r = client.options(
+        "/v1/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in r.headers
     r = client.post("/v1/predict", content=png_bytes(), headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
@@ -381,7 +394,9 @@ def test_cors_when_configured(make_client) -> None:
     with make_client(cors_origins=("https://ui.example",)) as c:
         r = c.options("/v1/predict", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"})
         assert r.headers["access-control-allow-origin"] == "https://ui.example"
-        r = c.options("/v1/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        r = c.options(
+            "/v1/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
         assert r.headers.get("access-control-allow-origin") != "https://evil.example"
 
 
@@ -389,7 +404,9 @@ def test_api_key(make_client) -> None:
     key = "k" * 24
     with make_client(api_key=key) as c:
         assert_error(c.post("/v1/predict", content=png_bytes()), 401, "unauthorized")
-        assert_error(c.post("/v1/predict", content=png_bytes(), headers={"X-API-Key": "k" * 23 + "x"}), 401, "unauthorized")
+        assert_error(
+            c.post("/v1/predict", content=png_bytes(), headers={"X-API-Key": "k" * 23 + "x"}), 401, "unauthorized"
+        )
         assert c.post("/v1/predict", content=png_bytes(), headers={"X-API-Key": key}).status_code == 200
         assert c.post("/v1/explain", content=png_bytes(), headers={"Authorization": f"Bearer {key}"}).status_code == 200
         assert c.post("/v2/models/chest-cancer-net/infer", json={"inputs": []}).status_code == 401

@@ -17,8 +17,13 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
 ]
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 
 
@@ -39,7 +44,9 @@ def page(base_url: str, tmp_path: Path):
         page = browser.new_page()
         page.outside = []  # type: ignore[attr-defined]
         page.console_errors = []  # type: ignore[attr-defined]
-        page.on("request", lambda r: None if r.url.startswith((base_url, "data:", "blob:")) else page.outside.append(r.url))
+        page.on(
+            "request", lambda r: None if r.url.startswith((base_url, "data:", "blob:")) else page.outside.append(r.url)
+        )
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         yield page
         browser.close()

@@ -13,10 +13,17 @@ from service.decision import Decider
 
 def card(task: str, labels: list[str], threshold: float = 0.5) -> ModelCard:
     return ModelCard(
-        name="m", version="1", task=task, labels=labels, normal_label="normal", threshold=threshold,  # type: ignore[arg-type]
-        threshold_rule="test", input=InputSpec(size=64, mean=0.2, std=0.25),
+        name="m",
+        version="1",
+        task=task,
+        labels=labels,
+        normal_label="normal",
+        threshold=threshold,  # type: ignore[arg-type]
+        threshold_rule="test",
+        input=InputSpec(size=64, mean=0.2, std=0.25),
         outputs=OutputSpec(logits="logits", cam="cam", activation="sigmoid" if task == "binary" else "softmax"),
-        files={"fp32": ModelFile(path="m.onnx", sha256="0", bytes=1)}, golden=Golden(logits={}, atol={}),
+        files={"fp32": ModelFile(path="m.onnx", sha256="0", bytes=1)},
+        golden=Golden(logits={}, atol={}),
     )
 
 

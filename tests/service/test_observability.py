@@ -8,8 +8,8 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 from conftest import png_bytes, serve_in_thread
 from litestar.testing import TestClient
 from test_api import assert_error

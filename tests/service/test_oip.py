@@ -68,7 +68,12 @@ def test_infer_fp32_matches_the_golden_output(client: TestClient, model_dir: Pat
     assert out["logits"]["data"][0] == pytest.approx(golden.logits["int8"][0], abs=golden.atol["int8"])
     assert out["cam"]["shape"] == [2, 1, 8, 8] and len(out["cam"]["data"]) == 128
     assert out["probabilities"]["shape"] == [2, 2]
-    assert out["label"] == {"name": "label", "shape": [2], "datatype": "BYTES", "data": [out["label"]["data"][0], "normal"]}
+    assert out["label"] == {
+        "name": "label",
+        "shape": [2],
+        "datatype": "BYTES",
+        "data": [out["label"]["data"][0], "normal"],
+    }
 
 
 def test_infer_nested_data_and_requested_outputs(client: TestClient) -> None:
@@ -87,10 +92,14 @@ def test_infer_nested_data_and_requested_outputs(client: TestClient) -> None:
 def test_infer_bytes_input(client: TestClient) -> None:
     files = [png_bytes(240), jpeg_bytes(5)]
     request = {
-        "inputs": [{
-            "name": "image_bytes", "shape": [2], "datatype": "BYTES",
-            "data": [base64.b64encode(f).decode() for f in files],
-        }],
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": [base64.b64encode(f).decode() for f in files],
+            }
+        ],
         "outputs": [{"name": "label"}],
     }
     r = client.post(f"/v2/models/{MODEL}/infer", json=request)
@@ -102,16 +111,59 @@ def test_infer_bytes_input(client: TestClient) -> None:
     ("request_body", "status", "code"),
     [
         ({"inputs": []}, 400, "bad_request"),
-        ({"inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}, 400, "bad_request"),
-        ({"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": [0.0] * 5}]}, 400, "bad_request"),
-        ({"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": ["x"] * SIZE * SIZE}]}, 400, "bad_request"),
-        ({"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "INT8", "data": [0] * SIZE * SIZE}]}, 400, "bad_request"),
-        ({"inputs": [{"name": "b", "shape": [1], "datatype": "BYTES", "data": ["***not base64***"]}]}, 400, "bad_request"),
-        ({"inputs": [{"name": "b", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(b"GIF89a").decode()]}]},
-         415, "unsupported_media_type"),
-        ({"inputs": [{"name": "b", "shape": [5], "datatype": "BYTES", "data": ["AA=="] * 5}]}, 413, "payload_too_large"),
-        ({"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": [0.0] * SIZE * SIZE}],
-          "outputs": [{"name": "nope"}]}, 400, "bad_request"),
+        (
+            {"inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]},
+            400,
+            "bad_request",
+        ),
+        (
+            {"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": [0.0] * 5}]},
+            400,
+            "bad_request",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": ["x"] * SIZE * SIZE}
+                ]
+            },
+            400,
+            "bad_request",
+        ),
+        (
+            {"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "INT8", "data": [0] * SIZE * SIZE}]},
+            400,
+            "bad_request",
+        ),
+        (
+            {"inputs": [{"name": "b", "shape": [1], "datatype": "BYTES", "data": ["***not base64***"]}]},
+            400,
+            "bad_request",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "b", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(b"GIF89a").decode()]}
+                ]
+            },
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            {"inputs": [{"name": "b", "shape": [5], "datatype": "BYTES", "data": ["AA=="] * 5}]},
+            413,
+            "payload_too_large",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": [0.0] * SIZE * SIZE}
+                ],
+                "outputs": [{"name": "nope"}],
+            },
+            400,
+            "bad_request",
+        ),
         ({"inputs": "nope"}, 400, "bad_request"),
     ],
 )
@@ -129,7 +181,10 @@ def test_infer_non_finite_and_malformed_json(client: TestClient) -> None:
     data = [0.0] * (SIZE * SIZE)
     data[3] = 1e39  # valid JSON, but infinite as float32
     body = {"inputs": [{"name": "image", "shape": [1, 1, SIZE, SIZE], "datatype": "FP32", "data": data}]}
-    assert "NaN or infinity" in assert_error(client.post(f"/v2/models/{MODEL}/infer", json=body), 400, "bad_request")["detail"]
+    assert (
+        "NaN or infinity"
+        in assert_error(client.post(f"/v2/models/{MODEL}/infer", json=body), 400, "bad_request")["detail"]
+    )
 
 
 def test_infer_unknown_model_is_404(client: TestClient) -> None:

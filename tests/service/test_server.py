@@ -66,7 +66,11 @@ def test_starts_serves_and_stops_on_sigterm(model_dir: Path, start_server) -> No
 
 def test_sigterm_drains_in_flight_work(slow_model_dir: Path, start_server) -> None:
     server = start_server(
-        slow_model_dir, MODEL_VARIANT="fp32", BATCHING="off", INFER_THREADS="1", DRAIN_GRACE_S="0.6",
+        slow_model_dir,
+        MODEL_VARIANT="fp32",
+        BATCHING="off",
+        INFER_THREADS="1",
+        DRAIN_GRACE_S="0.6",
         DRAIN_TIMEOUT_S="20",
     )
     server.wait_ready()

@@ -21,21 +21,50 @@ def test_defaults() -> None:
 
 def test_every_variable_is_read() -> None:
     env = {
-        "MODEL_DIR": "/m", "MODEL_VARIANT": "FP32", "INFER_THREADS": "3", "DECODE_THREADS": "4",
-        "BATCHING": "off", "BATCH_MAX_SIZE": "16", "BATCH_MAX_WAIT_MS": "5", "QUEUE_MAX": "7",
-        "REQUEST_TIMEOUT_S": "2.5", "MAX_BODY_BYTES": "2048", "MAX_PIXELS": "100000", "MAX_BATCH_FILES": "3",
-        "API_KEY": "0123456789abcdef", "CORS_ORIGINS": "https://a.example, http://b.example:8080/",
-        "LOG_FORMAT": "text", "LOG_LEVEL": "debug", "DRAIN_TIMEOUT_S": "3", "DRAIN_GRACE_S": "1",
-        "MAX_CONNECTIONS": "10", "KEEPALIVE_S": "2",
+        "MODEL_DIR": "/m",
+        "MODEL_VARIANT": "FP32",
+        "INFER_THREADS": "3",
+        "DECODE_THREADS": "4",
+        "BATCHING": "off",
+        "BATCH_MAX_SIZE": "16",
+        "BATCH_MAX_WAIT_MS": "5",
+        "QUEUE_MAX": "7",
+        "REQUEST_TIMEOUT_S": "2.5",
+        "MAX_BODY_BYTES": "2048",
+        "MAX_PIXELS": "100000",
+        "MAX_BATCH_FILES": "3",
+        "API_KEY": "0123456789abcdef",
+        "CORS_ORIGINS": "https://a.example, http://b.example:8080/",
+        "LOG_FORMAT": "text",
+        "LOG_LEVEL": "debug",
+        "DRAIN_TIMEOUT_S": "3",
+        "DRAIN_GRACE_S": "1",
+        "MAX_CONNECTIONS": "10",
+        "KEEPALIVE_S": "2",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
     assert s == Settings(
-        model_dir=Path("/m"), model_variant="fp32", threads=3, decode_threads=4, batching=False,
-        batch_max_size=16, batch_max_wait_ms=5.0, queue_max=7, request_timeout_s=2.5, max_body_bytes=2048,
-        max_pixels=100000, max_batch_files=3, api_key="0123456789abcdef",
-        cors_origins=("https://a.example", "http://b.example:8080"), log_format="text", log_level="DEBUG",
-        drain_timeout_s=3.0, drain_grace_s=1.0, max_connections=10, keepalive_s=2.0,
+        model_dir=Path("/m"),
+        model_variant="fp32",
+        threads=3,
+        decode_threads=4,
+        batching=False,
+        batch_max_size=16,
+        batch_max_wait_ms=5.0,
+        queue_max=7,
+        request_timeout_s=2.5,
+        max_body_bytes=2048,
+        max_pixels=100000,
+        max_batch_files=3,
+        api_key="0123456789abcdef",
+        cors_origins=("https://a.example", "http://b.example:8080"),
+        log_format="text",
+        log_level="DEBUG",
+        drain_timeout_s=3.0,
+        drain_grace_s=1.0,
+        max_connections=10,
+        keepalive_s=2.0,
     )
     assert s.describe()["api_key"] == "set"
 
@@ -43,9 +72,17 @@ def test_every_variable_is_read() -> None:
 @pytest.mark.parametrize(
     ("var", "value"),
     [
-        ("MODEL_VARIANT", "int4"), ("INFER_THREADS", "0"), ("INFER_THREADS", "two"), ("BATCHING", "maybe"),
-        ("BATCH_MAX_WAIT_MS", "nan"), ("QUEUE_MAX", "-1"), ("MAX_BODY_BYTES", "1e9"), ("API_KEY", "short"),
-        ("CORS_ORIGINS", "evil.example"), ("LOG_FORMAT", "xml"), ("LOG_LEVEL", "LOUD"),
+        ("MODEL_VARIANT", "int4"),
+        ("INFER_THREADS", "0"),
+        ("INFER_THREADS", "two"),
+        ("BATCHING", "maybe"),
+        ("BATCH_MAX_WAIT_MS", "nan"),
+        ("QUEUE_MAX", "-1"),
+        ("MAX_BODY_BYTES", "1e9"),
+        ("API_KEY", "short"),
+        ("CORS_ORIGINS", "evil.example"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_LEVEL", "LOUD"),
     ],
 )
 def test_bad_values_are_one_clear_line(var: str, value: str) -> None:

@@ -24,7 +24,10 @@ def test_service_tests_pass_where_torch_is_absent(tmp_path: Path) -> None:
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     install = subprocess.run(
         [python, "-m", "pip", "install", "-q", f"{REPO}[serve]", *TEST_TOOLS],
-        env=env, capture_output=True, text=True, timeout=1200,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
 
@@ -33,7 +36,11 @@ def test_service_tests_pass_where_torch_is_absent(tmp_path: Path) -> None:
 
     tests = subprocess.run(
         [python, "-m", "pytest", "tests/service", "-m", "not slow and not browser", "-q", "-p", "no:cacheprovider"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-3000:]
     assert " passed" in tests.stdout and " failed" not in tests.stdout
