@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -94,3 +95,52 @@ def test_sigterm_drains_in_flight_work(slow_model_dir: Path, start_server) -> No
     assert results == [200] * 6
     assert server.proc.wait(20) == 0, server.output()
     assert '"msg":"stopped"' in server.output()
+
+
+def _raw(port: int, payload: bytes, wait: float = 0.0) -> bytes:
+    """Send raw bytes, optionally stall, and return whatever the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        time.sleep(wait)
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if b"\r\n\r\n" in b"".join(chunks) and b'"request_id"' in b"".join(chunks):
+                break
+        return b"".join(chunks)
+
+
+def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -> None:
+    server = start_server(model_dir, REQUEST_TIMEOUT_S="0.5", MAX_CONNECTIONS="3")
+    server.wait_ready()
+    # A body that stops arriving: 408 in our JSON format, within the request deadline.
+    started = time.perf_counter()
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+    answer = _raw(server.port, head + b"\x89PNG\r\n\x1a\n")
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"error":"request_timeout"' in answer and time.perf_counter() - started < 5
+    # Headers that never end are not buffered past the h11 limit (16 KiB): the server gives up.
+    endless = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 40_000
+    answer = _raw(server.port, endless)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    # Past MAX_CONNECTIONS concurrent connections/tasks, uvicorn answers 503 at once.
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=2) for _ in range(4)]
+    try:
+        for sock in held:
+            sock.sendall(head)  # each one is a request in progress, waiting for its body
+        answers = []
+        for sock in held:
+            try:
+                answers.append(sock.recv(200))
+            except TimeoutError:
+                answers.append(b"")
+        assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 1, answers
+    finally:
+        for sock in held:
+            sock.close()
