@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.params import FromQuery
 
 from service.apidoc import ERROR_RESPONSES, ExplainOperation, ManyImagesOperation, SingleImageOperation
+from service.batching import Ticket
 from service.errors import BadRequest, NotReady, ServiceError
 from service.heatmap import heat_for, overlay_png
 from service.metrics import CONTENT_TYPE
@@ -95,9 +96,9 @@ async def predict_batch(request: Request, state: State) -> BatchPrediction:
     )
 
 
-async def _item(rt: Runtime, ticket: object, data: bytes) -> Classified | ServiceError:
+async def _item(rt: Runtime, ticket: Ticket, data: bytes) -> Classified | ServiceError:
     try:
-        return await rt.classify(ticket, data)  # type: ignore[arg-type]
+        return await rt.classify(ticket, data)
     except ServiceError as exc:
         if exc.status not in _ITEM_ERRORS:
             raise
