@@ -76,16 +76,19 @@ def test_sigterm_drains_in_flight_work(slow_model_dir: Path, start_server) -> No
     )
     server.wait_ready()
     results: list[int] = []
+    finished: list[float] = []
     body = png_bytes(200)
 
     def call() -> None:
         results.append(httpx.post(server.url + "/v1/predict", content=body, timeout=30).status_code)
+        finished.append(time.perf_counter())
 
     threads = [threading.Thread(target=call) for _ in range(6)]
     for t in threads:
         t.start()
     time.sleep(0.15)  # all six are in flight: about 0.8 s of inference queued
     server.proc.send_signal(signal.SIGTERM)
+    signalled = time.perf_counter()
     time.sleep(0.05)
     ready = httpx.get(server.url + "/health/ready", timeout=5)
     assert ready.status_code == 503 and ready.json() == {"status": "draining"}
@@ -93,6 +96,7 @@ def test_sigterm_drains_in_flight_work(slow_model_dir: Path, start_server) -> No
     for t in threads:
         t.join(30)
     assert results == [200] * 6
+    assert sum(t > signalled for t in finished) >= 3  # most of the work finished after SIGTERM
     assert server.proc.wait(20) == 0, server.output()
     assert '"msg":"stopped"' in server.output()
 
