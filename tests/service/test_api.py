@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import blob_png, jpeg_bytes, png_bytes
 from litestar.testing import TestClient
 from PIL import Image
+from svc_kit import assert_error, blob_png, jpeg_bytes, png_bytes
+from svc_models import write_model_dir
 
 from service.app import create_app
 from service.settings import Settings
@@ -53,17 +54,6 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail", "request_id"}
-    assert body["error"] == code
-    assert body["request_id"] == response.headers["x-request-id"]
-    for leak in ("Traceback", "/work", "site-packages", ".py", "PIL", "onnxruntime"):
-        assert leak not in body["detail"]
-    return body
-
-
 # --- predict -------------------------------------------------------------------------------------
 
 
@@ -98,7 +88,6 @@ def test_format_is_sniffed_not_taken_from_the_client(client: TestClient) -> None
 
 
 def test_threshold_edge_uses_greater_or_equal(make_client, tmp_path: Path) -> None:
-    from conftest import write_model_dir
 
     folder = write_model_dir(tmp_path / "m", "binary", threshold=0.01)
     with make_client(folder) as c:

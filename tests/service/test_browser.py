@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import png_bytes, serve_in_thread
+from svc_kit import png_bytes, serve_in_thread
+from svc_models import write_model_dir
 
 from service.settings import Settings
 
@@ -29,7 +30,6 @@ ARGS = [
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from conftest import write_model_dir
 
     folder = write_model_dir(tmp_path_factory.mktemp("browser-models"), "binary")
     with serve_in_thread(Settings(model_dir=folder, threads=1)) as url:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import png_bytes, serve_in_thread
 from litestar.testing import TestClient
-from test_api import assert_error
+from svc_kit import assert_error, png_bytes, serve_in_thread
 
 from service.app import create_app
 from service.logs import JsonFormatter

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SIZE, jpeg_bytes, png_bytes
 from litestar.testing import TestClient
-from test_api import assert_error
+from svc_kit import assert_error, jpeg_bytes, png_bytes
+from svc_models import SIZE
 
 from service.app import create_app
 from service.card import golden_input

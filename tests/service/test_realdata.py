@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 from PIL import Image, ImageOps
+from svc_models import write_model_dir
 
 from service.app import create_app
 from service.settings import Settings
@@ -35,7 +36,6 @@ def sample() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    from conftest import write_model_dir
 
     folder = write_model_dir(tmp_path_factory.mktemp("real-models"), "multiclass", size=128)
     with TestClient(create_app(Settings(model_dir=folder, threads=2)), raise_server_exceptions=False) as c:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO, png_bytes
+from svc_kit import REPO, png_bytes
 
 
 def run_once(env: dict[str, str]) -> subprocess.CompletedProcess:
