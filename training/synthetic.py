@@ -28,9 +28,9 @@ WINDOW_HU = (-1000.0, 100.0)  # lung window W1100/L-450: air is black, as in the
 PHOTONS = (8e4, 1e6)  # unattenuated photons per ray, log-uniform per image: 15-45 HU noise in soft tissue
 MAX_GRID = 256  # larger outputs are upsampled: the projector's memory grows with the grid cubed
 LESION_RADIUS = {  # normalised radius = diameter as a fraction of the image width
-    "adenocarcinoma": (0.03, 0.11),
-    "large_cell_carcinoma": (0.07, 0.16),
-    "squamous_cell_carcinoma": (0.05, 0.13),
+    "adenocarcinoma": (0.06, 0.13),  # T2 (3-5 cm) in a ~35 cm field, as the Kaggle folders are staged
+    "large_cell_carcinoma": (0.10, 0.18),
+    "squamous_cell_carcinoma": (0.06, 0.14),
 }
 
 

@@ -7,6 +7,7 @@ interrupted `dvc repro` resumes the same study and a changed configuration start
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 
 import optuna
@@ -31,7 +32,9 @@ def suggest(trial: optuna.Trial, space: Tune) -> HParams:
 
 
 def study_name(params) -> str:
-    shaping = params.section_sha256("tune", "preprocess", "base_model").encode()
+    """Same search, data and start point -> same study; n_trials is left out so raising it extends."""
+    search = {k: v for k, v in params.raw["tune"].items() if k != "n_trials"}
+    shaping = json.dumps([search, params.raw["preprocess"]], sort_keys=True).encode()
     data = (PREPARED_DIR / MANIFEST).read_bytes()
     return "tune-" + hashlib.sha256(shaping + data + BASE_MODEL.read_bytes()).hexdigest()[:16]
 

@@ -1,0 +1,49 @@
+# The README's two commands are `make up` and `make test`; .ci/run calls `make test`.
+# pip (not uv/poetry) installs torch: on the project's machines it takes the pinned pair from local disk.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: setup up model serve test test-fast lint browser-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	touch $@
+
+setup: $(STAMP)
+
+# Build the default model (synthetic data) when models/ has no card, then serve it.
+up: setup
+	@if [ ! -f models/model.json ]; then $(BIN)/dvc repro; fi
+	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+
+model: setup
+	$(BIN)/dvc repro
+
+serve: setup
+	$(BIN)/python -m service --host $(HOST) --port $(PORT)
+
+# Chromium for the browser test (Debian package; never a downloaded browser). Without root the
+# browser tests skip with a reason.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+
+# The whole suite, exactly as CI runs it.
+test: setup browser-deps
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not browser"
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

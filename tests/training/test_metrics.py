@@ -1,0 +1,51 @@
+"""Metric arithmetic against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.metrics import binary_metrics, bootstrap_intervals, choose_threshold, roc_auc
+
+
+def test_auc_counts_ties_half_and_handles_one_class():
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_binary_metrics_from_a_known_confusion():
+    truth = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    score = np.array([0.9, 0.8, 0.2, 0.1, 0.7, 0.3, 0.2, 0.6])
+    m = binary_metrics(truth, score, 0.5)  # tp 3, fn 1, fp 1, tn 3
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+
+
+@pytest.mark.parametrize("rule", ["youden", "max_f1", "sensitivity:0.9"])
+def test_threshold_separates_a_separable_validation_set(rule):
+    truth = np.array([0, 0, 0, 1, 1, 1])
+    score = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    threshold = choose_threshold(truth, score, rule)
+    assert 0.3 < threshold <= 0.6
+    assert binary_metrics(truth, score, threshold)["accuracy"] == 1.0
+
+
+def test_sensitivity_rule_meets_its_floor():
+    truth = np.array([0, 0, 1, 0, 1, 1, 1])
+    score = np.array([0.1, 0.5, 0.2, 0.6, 0.7, 0.8, 0.9])
+    threshold = choose_threshold(truth, score, "sensitivity:1.0")
+    assert binary_metrics(truth, score, threshold)["recall"] == 1.0
+
+
+def test_bootstrap_interval_brackets_the_point_value():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 200)
+    score = np.clip(truth * 0.3 + rng.random(200) * 0.7, 0, 1)
+    result = bootstrap_intervals(truth, score, 0.5, rounds=200, seed=1)
+    for name, value in result.items():
+        assert value["ci95_low"] <= value["value"] <= value["ci95_high"], name
+    assert result["accuracy"]["ci95_high"] - result["accuracy"]["ci95_low"] > 0.01
