@@ -46,10 +46,10 @@ def export_fp32(model: torch.nn.Module, path: Path, size: int, opset: int) -> on
 def check_graph(path: Path, opset: int) -> onnx.ModelProto:
     """The properties the service relies on; raises ExportError naming the first one missing."""
     proto = onnx.load(str(path), load_external_data=False)
-    onnx.checker.check_model(proto, full_check=True)
     externals = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if externals:
         raise ExportError(f"{path.name} keeps {len(externals)} weight(s) in external files")
+    onnx.checker.check_model(proto, full_check=True)
     domains = {o.domain for o in proto.opset_import} - {"", "ai.onnx"}
     if domains or proto.functions:
         raise ExportError(f"{path.name} uses custom ops or functions (domains: {sorted(domains)})")

@@ -41,19 +41,23 @@ class Rule:
     task: str
 
 
-def preprocess_gate(max_abs: dict[str, float], refused: list[str], images: int, gates: Gates) -> Gate:
+def preprocess_gate(max_abs: dict[str, float], unreadable: list[str], images: int, gates: Gates) -> Gate:
     """`max_abs`: worst |service - training| per image group (test split, then each synthetic mode)."""
     worst = max(max_abs.values(), default=0.0)
     measured = {"max_abs": worst, "allowed": gates.preprocess_max_abs, "images": images, "groups": max_abs}
-    breaches = [
-        f"preprocess: {group} tensors differ by up to {value:.3g} > allowed {gates.preprocess_max_abs:g} "
-        "(service decode+preprocess vs the training pipeline)"
-        for group, value in max_abs.items()
-        if not value <= gates.preprocess_max_abs
-    ]
-    if refused:
-        measured["refused"] = refused
-        breaches.append(f"preprocess: the service refused {len(refused)} image(s) training used, e.g. {refused[0]}")
+    over = [group for group, value in max_abs.items() if not value <= gates.preprocess_max_abs]
+    breaches = []
+    if over:
+        breaches.append(
+            f"preprocess: service decode+preprocess differs from the training pipeline by up to "
+            f"{max(max_abs[g] for g in over):.3g} > allowed {gates.preprocess_max_abs:g} in {', '.join(over)}"
+        )
+    if unreadable:
+        measured["unreadable"] = unreadable
+        breaches.append(
+            f"preprocess: {len(unreadable)} test image(s) could not be read or decoded on the service path, "
+            f"e.g. {unreadable[0]}"
+        )
     return Gate("preprocess", measured, breaches)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from service.card import ModelCard
@@ -14,22 +15,22 @@ def record(params: Params, parity: dict, parity_path: Path, model_dir: Path | No
     with stage_run("export", {"export": params.raw["export"]}) as run:
         import mlflow  # already imported, quietly, by stage_run
 
-        mlflow.log_metrics(gate_metrics(parity))
+        mlflow.log_metrics(numeric(flatten(parity["gates"], "parity.")))
         mlflow.log_artifact(str(parity_path))
         mlflow.set_tag("parity_passed", str(parity["passed"]).lower())
         if model_dir is None or card is None:
             return
+        mlflow.log_metrics(numeric(flatten(card.metrics, "test.")))
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         register(mlflow, run, card)
 
 
-def gate_metrics(parity: dict) -> dict[str, float]:
-    """The report's numeric values as `parity.<gate>.<name>` (MLflow metrics are numbers only)."""
-    flat = flatten(parity["gates"], "parity.")
+def numeric(flat: dict[str, object]) -> dict[str, float]:
+    """The finite numbers of a flattened report (MLflow metrics are numbers only)."""
     return {
         key: float(value)
         for key, value in flat.items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
 
 

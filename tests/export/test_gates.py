@@ -93,8 +93,9 @@ def test_each_gate_names_itself_and_its_numbers_when_breached():
         *heatmap_gate(ref, far, far, np.zeros(1), BINARY, GATES).breaches,
     ]
     text = "\n".join(lines)
-    assert "preprocess: test_split tensors differ by up to 0.4 > allowed 1e-05" in text
-    assert "preprocess: the service refused 1 image(s) training used, e.g. a.png (truncated)" in text
+    assert "preprocess: service decode+preprocess differs from the training pipeline by up to 0.4" in text
+    assert "> allowed 1e-05 in test_split" in text
+    assert "preprocess: 1 test image(s) could not be read or decoded on the service path, e.g. a.png" in text
     assert "fp32: max |Δlogit|" in text and "decision(s) differ from torch (allowed 0)" in text
     assert "int8: decision agreement with torch" in text and "< required 99.00%" in text
     assert "int8: |ΔAUC|" in text and "> allowed 0.01" in text

@@ -67,7 +67,8 @@ def test_export_registers_the_model_in_mlflow(project, capsys):
     assert newest.tags["sha256.int8"] == card.files["int8"].sha256
     names = {Path(a.path).name for a in client.list_artifacts(newest.run_id, "model")}
     assert names == MODEL_FILES
-    assert client.get_run(newest.run_id).data.metrics["parity.int8.agreement"] == 1.0
+    metrics = client.get_run(newest.run_id).data.metrics
+    assert metrics["parity.int8.agreement"] == 1.0 and metrics["test.roc_auc.value"] == 1.0
 
 
 # --- broken exports: each must fail its gate, say why, and leave no model or card behind ---------------
@@ -139,7 +140,7 @@ def test_wrong_mean_in_the_card_fails_the_preprocess_gate(project, capsys, monke
 
     monkeypatch.setattr(export.stage, "draft_card", wrong_mean)
     parity = assert_gate_fails(
-        capsys, "preprocess", "preprocess: test_split tensors differ by up to 0.4", "allowed 1e-05"
+        capsys, "preprocess", "differs from the training pipeline by up to 0.4 > allowed 1e-05 in test_split, png_L"
     )
     assert all(parity["gates"][g]["passed"] for g in ("fp32", "int8", "heatmap"))
 
