@@ -6,11 +6,13 @@ the allowed value; `report` gathers them into the JSON that DVC shows as a metri
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from export.decisions import cancer_probability, decide, explained_channel, roc_auc
+from service.decision import cancer_probability, decide, explained_channel
+from training.metrics import roc_auc
 from training.params import Gates
 
 
@@ -81,7 +83,7 @@ def int8_gate(reference: Outputs, int8: Outputs, targets: np.ndarray, rule: Rule
     p_int8 = cancer_probability(int8.logits, rule.labels, rule.normal)
     positive = targets != rule.labels.index(rule.normal)
     auc_ref, auc_int8 = roc_auc(positive, p_ref), roc_auc(positive, p_int8)
-    auc_delta = None if auc_ref is None else abs(auc_int8 - auc_ref)
+    auc_delta = None if math.isnan(auc_ref) else abs(auc_int8 - auc_ref)
     measured = {
         "agreement": agreement,
         "min_agreement": gates.int8_min_agreement,
@@ -108,7 +110,7 @@ def int8_gate(reference: Outputs, int8: Outputs, targets: np.ndarray, rule: Rule
 
 def heatmap_gate(reference: Outputs, onnx: Outputs, int8: Outputs, bias: np.ndarray, rule: Rule, gates: Gates) -> Gate:
     """Per-image correlation of the explained cam channel, and the head's exactness in the ONNX graph."""
-    channels = explained_channel(_decisions(reference, rule), rule.task)
+    channels = explained_channel(_decisions(reference, rule), rule.task == "binary")
     corr = _correlations(reference.cam, onnx.cam, channels)
     corr_int8 = _correlations(reference.cam, int8.cam, channels)
     # The heatmap is exact only while logits == mean(cam) + bias holds in the exported graph.

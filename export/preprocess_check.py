@@ -16,11 +16,12 @@ from PIL import Image
 
 from service.card import InputSpec
 from service.errors import ServiceError
-from service.imaging import DecodeLimits, decode, load_tensor, preprocess
+from service.imaging import decode, load_tensor, preprocess
 from training.data import Record
+from training.ingest import INGEST_LIMITS as LIMITS
+from training.ingest import store_grey
 
 # The gate compares pixels, not upload policy: accept every image ingest accepted.
-LIMITS = DecodeLimits(max_pixels=8192 * 8192, min_side=1, max_aspect=100.0)
 VARIANT_IMAGES = 2  # test images re-encoded in every mode; each costs ~10 decodes
 
 
@@ -61,7 +62,7 @@ def variant_differences(
 def training_path_tensor(data: bytes, spec: InputSpec) -> np.ndarray:
     """What ingest + load_split make of encoded bytes: decode, store as PNG, reopen, preprocess."""
     stored = io.BytesIO()
-    decode(data, LIMITS).save(stored, format="PNG", compress_level=1)
+    store_grey(decode(data, LIMITS), stored)
     stored.seek(0)
     with Image.open(stored) as image:
         return preprocess(image.convert("L"), spec)

@@ -2,13 +2,13 @@
 
 probability = P(not normal): sigmoid(logit) for a binary card, 1 - softmax[normal] for a multiclass
 one. If probability >= threshold the label is the most probable cancer label, otherwise the normal
-label. The heatmap shows evidence for the decided label: the decided class's CAM channel; for a
+label. Training (evaluate) and export (parity gates) use these same functions.
+The heatmap shows evidence for the decided label: the decided class's CAM channel; for a
 binary card's "normal" decision that is the single channel negated (evidence against cancer).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,25 +25,49 @@ class Decision:
     sign: float  # +1, or -1 where the channel is evidence against `label`
 
 
+def cancer_probability(logits: np.ndarray, labels: list[str], normal: str) -> np.ndarray:
+    """P(not normal) per row of (N, K) logits: sigmoid for one logit, 1 - softmax[normal] otherwise."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[1] == 1:
+        z = np.exp(-np.abs(logits[:, 0]))  # split by sign so exp never overflows
+        return np.where(logits[:, 0] >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return 1.0 - shifted[:, labels.index(normal)] / shifted.sum(axis=1)
+
+
+def decide(logits: np.ndarray, labels: list[str], normal: str, threshold: float) -> np.ndarray:
+    """Label index per row of (N, K) logits, by the rule in the module docstring."""
+    logits = np.asarray(logits, dtype=np.float64)
+    normal_index = labels.index(normal)
+    cancer = cancer_probability(logits, labels, normal) >= threshold
+    if logits.shape[1] == 1:
+        return np.where(cancer, 1 - normal_index, normal_index)
+    masked = logits.copy()
+    masked[:, normal_index] = -np.inf
+    return np.where(cancer, masked.argmax(axis=1), normal_index)
+
+
+def explained_channel(decided: np.ndarray, binary: bool) -> np.ndarray:
+    """The CAM channel that explains each decided label index (binary cards have one channel)."""
+    return np.zeros_like(decided) if binary else decided
+
+
 class Decider:
     def __init__(self, card: ModelCard) -> None:
         self.labels = list(card.labels)
         self.normal = card.normal_label
         self.threshold = card.threshold
         self.binary = card.task == "binary"
-        self.cancer = card.cancer_labels
 
     def decide(self, logits: np.ndarray) -> Decision:
         """One image's logits, shape (K,), to its decision."""
+        row = np.asarray(logits, dtype=np.float64)[None]
+        p = float(cancer_probability(row, self.labels, self.normal)[0])
+        label = self.labels[int(decide(row, self.labels, self.normal, self.threshold)[0])]
         if self.binary:
-            p = _sigmoid(float(logits[0]))
-            probabilities = {label: (1.0 - p if label == self.normal else p) for label in self.labels}
-            label = self.cancer[0] if p >= self.threshold else self.normal
+            probabilities = {name: (1.0 - p if name == self.normal else p) for name in self.labels}
         else:
-            soft = _softmax(logits)
-            probabilities = dict(zip(self.labels, soft.tolist(), strict=True))
-            p = 1.0 - probabilities[self.normal]
-            label = max(self.cancer, key=probabilities.__getitem__) if p >= self.threshold else self.normal
+            probabilities = dict(zip(self.labels, _softmax(row[0]).tolist(), strict=True))
         channel, sign = self.channel_for(label)
         return Decision(label, p, probabilities, channel, sign)
 
@@ -56,14 +80,6 @@ class Decider:
         return self.labels.index(label), 1.0
 
 
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max())
+    z = np.exp(logits - logits.max())
     return z / z.sum()

@@ -35,6 +35,7 @@ def replace_dir(final: Path, build) -> None:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it 0700; readers (a non-root service) need r-x
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.decision import cancer_probability
+from service.decision import decide as decide_labels
 from training import atomic, plots
 from training.artifacts import CONFUSION_JSON, CONFUSION_PNG, METRICS, MODEL, ROC_JSON, ROC_PNG
 from training.data import NORMAL, input_spec, load_split
@@ -15,23 +17,11 @@ from training.tracking import configure, stage_run
 
 
 def cancer_scores(logits: np.ndarray, labels: list[str]) -> np.ndarray:
-    """P(not normal) from raw logits (sigmoid for one logit, softmax otherwise)."""
-    if logits.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits[:, 0]))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return 1.0 - shifted[:, labels.index(NORMAL)] / shifted.sum(axis=1)
+    return cancer_probability(logits, labels, NORMAL)
 
 
 def decide(logits: np.ndarray, labels: list[str], threshold: float) -> np.ndarray:
-    """Label index per row: the most likely cancer class when P(cancer) >= threshold, else normal."""
-    normal = labels.index(NORMAL)
-    scores = cancer_scores(logits, labels)
-    if logits.shape[1] == 1:
-        cancer = 1 - normal
-        return np.where(scores >= threshold, cancer, normal)
-    masked = logits.copy()
-    masked[:, normal] = -np.inf
-    return np.where(scores >= threshold, masked.argmax(axis=1), normal)
+    return decide_labels(logits, labels, NORMAL, threshold)
 
 
 def evaluate(logits_val, y_val, logits_test, y_test, labels, rule: str, rounds: int, seed: int) -> dict:
@@ -78,10 +68,13 @@ def main() -> None:
     write_reports(result, y_test, cancer_scores(logits_test, labels), decided, labels)
     mlflow = configure()
     with stage_run("evaluate", {"evaluate": params.raw["evaluate"]}):
-        mlflow.log_metrics({f"test_{k}": v["value"] for k, v in result["test"].items()} | {"threshold": result["threshold"]})
+        test_values = {f"test_{name}": value["value"] for name, value in result["test"].items()}
+        mlflow.log_metrics(test_values | {"threshold": result["threshold"]})
         for path in (METRICS, ROC_PNG, CONFUSION_PNG):
             mlflow.log_artifact(str(path))
-    summary = ", ".join(f"{k} {v['value']:.3f} [{v['ci95_low']:.3f}, {v['ci95_high']:.3f}]" for k, v in result["test"].items())
+    summary = ", ".join(
+        f"{name} {v['value']:.3f} [{v['ci95_low']:.3f}, {v['ci95_high']:.3f}]" for name, v in result["test"].items()
+    )
     print(f"evaluate: threshold {result['threshold']:.3f} ({rules.threshold_rule}); test {summary}")
 
 

@@ -26,7 +26,7 @@ from training.sources import SourceError, iter_source, source_root
 from training.tracking import configure, stage_run
 
 # Generous: ingest reads trusted-but-messy files; the size floor comes from params (data.min_side).
-_LIMITS = DecodeLimits(max_pixels=8192 * 8192, min_side=1, max_aspect=100.0)
+INGEST_LIMITS = DecodeLimits(max_pixels=8192 * 8192, min_side=1, max_aspect=100.0)
 _CLASS_PREFIXES = {
     "normal": "normal",
     "adenocarcinoma": "adenocarcinoma",
@@ -83,7 +83,7 @@ def collect(data: Data, labels: list[str]) -> tuple[dict[str, dict], Counter]:
 
 def _check(payload: bytes, min_side: int) -> tuple[Image.Image | None, str]:
     try:
-        grey = decode(payload, _LIMITS)
+        grey = decode(payload, INGEST_LIMITS)
     except UnsupportedMediaType:
         return None, "not_png_or_jpeg"
     except ServiceError:
@@ -91,6 +91,11 @@ def _check(payload: bytes, min_side: int) -> tuple[Image.Image | None, str]:
     if min(grey.size) < min_side:
         return None, "too_small"
     return grey, ""
+
+
+def store_grey(grey: Image.Image, target) -> None:
+    """How a prepared image is kept: the decoded grey pixels, losslessly (fast PNG)."""
+    grey.save(target, format="PNG", compress_level=1)
 
 
 def split(found: dict[str, dict], data: Data, labels: list[str]) -> dict[str, str]:
@@ -135,7 +140,7 @@ def write_prepared(found, assignment, data: Data, labels, skipped, out: Path = P
     def build(tmp: Path) -> None:
         (tmp / "images").mkdir()
         for digest, item in found.items():
-            item["image"].save(tmp / "images" / f"{digest}.png", format="PNG", compress_level=1)
+            store_grey(item["image"], tmp / "images" / f"{digest}.png")
         atomic.write_json(tmp / MANIFEST, manifest)
 
     atomic.replace_dir(out, build)

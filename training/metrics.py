@@ -8,18 +8,14 @@ BINARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_a
 
 
 def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with ties counted half); nan with one class only."""
+    """Area under the ROC curve (Mann-Whitney U, tied scores share their rank); nan with one class only."""
     positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = positive.sum(), (~positive).sum()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score), dtype=np.float64)
-    sorted_scores = np.asarray(score)[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first, counts, strict=True):
-        ranks[order[start : start + count]] = start + (count + 1) / 2.0
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

@@ -1,11 +1,10 @@
-"""The decision rule and the parity gates on hand-made arrays (numpy only, no torch)."""
+"""The parity gates on hand-made arrays (numpy only, no torch)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from export.decisions import cancer_probability, decide, roc_auc
 from export.parity import Outputs, Rule, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
 from training.params import Gates
 
@@ -20,42 +19,6 @@ BINARY = Rule(["normal", "adenocarcinoma"], "normal", 0.5, "binary")
 MULTI = Rule(
     ["normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma"], "normal", 0.6, "multiclass"
 )
-
-
-def test_binary_rule_is_sigmoid_and_threshold():
-    logits = np.array([[-2.0], [0.0], [3.0], [-800.0], [800.0]])
-    np.testing.assert_allclose(
-        cancer_probability(logits, BINARY.labels, "normal"), [0.1192029, 0.5, 0.9525741, 0, 1], atol=1e-6
-    )
-    assert decide(logits, BINARY.labels, "normal", 0.5).tolist() == [0, 1, 1, 0, 1]
-
-
-def test_binary_rule_follows_the_label_order():
-    labels = ["adenocarcinoma", "normal"]
-    assert decide(np.array([[2.0], [-2.0]]), labels, "normal", 0.5).tolist() == [0, 1]
-
-
-def test_multiclass_rule_picks_the_most_probable_cancer_only_above_threshold():
-    logits = np.array(
-        [
-            [3.0, 0.0, 0.0, 0.0],  # clearly normal
-            [0.0, 0.1, 2.0, 1.0],  # cancer; large cell most probable
-            [1.0, 1.0, 0.9, 0.8],  # P(not normal) ~0.71 >= 0.6: adenocarcinoma
-            [2.0, 1.5, 0.0, 0.0],  # P(not normal) ~0.33 < 0.6: normal although a cancer logit is close
-        ]
-    )
-    p = cancer_probability(logits, MULTI.labels, "normal")
-    assert p[1] > 0.6 and p[3] < 0.6
-    assert decide(logits, MULTI.labels, "normal", 0.6).tolist() == [0, 2, 1, 0]
-
-
-def test_auc_counts_ties_half_and_needs_both_classes():
-    positive = np.array([True, True, False, False])
-    assert roc_auc(positive, np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
-    assert roc_auc(positive, np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
-    assert roc_auc(positive, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
-    assert roc_auc(positive, np.array([0.9, 0.5, 0.5, 0.1])) == pytest.approx(0.875)
-    assert roc_auc(np.array([True, True]), np.array([0.3, 0.4])) is None
 
 
 def consistent(rng, n=50, k=1, spread=3.0) -> Outputs:

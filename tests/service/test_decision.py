@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.card import Golden, InputSpec, ModelCard, ModelFile, OutputSpec
-from service.decision import Decider
+from service.decision import Decider, cancer_probability, decide
 
 
 def card(task: str, labels: list[str], threshold: float = 0.5) -> ModelCard:
@@ -50,3 +50,34 @@ def test_multiclass_rule_picks_the_most_probable_cancer() -> None:
     assert sum(d.probabilities.values()) == pytest.approx(1.0)
     d = decide(np.log(np.array([0.1, 0.1, 0.7, 0.1])))
     assert d.label == "normal" and d.channel == 2
+
+
+BINARY_LABELS = ["normal", "adenocarcinoma"]
+MULTI_LABELS = ["normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma"]
+
+
+def test_binary_rule_is_sigmoid_and_threshold():
+    logits = np.array([[-2.0], [0.0], [3.0], [-800.0], [800.0]])
+    np.testing.assert_allclose(
+        cancer_probability(logits, BINARY_LABELS, "normal"), [0.1192029, 0.5, 0.9525741, 0, 1], atol=1e-6
+    )
+    assert decide(logits, BINARY_LABELS, "normal", 0.5).tolist() == [0, 1, 1, 0, 1]
+
+
+def test_binary_rule_follows_the_label_order():
+    labels = ["adenocarcinoma", "normal"]
+    assert decide(np.array([[2.0], [-2.0]]), labels, "normal", 0.5).tolist() == [0, 1]
+
+
+def test_multiclass_rule_picks_the_most_probable_cancer_only_above_threshold():
+    logits = np.array(
+        [
+            [3.0, 0.0, 0.0, 0.0],  # clearly normal
+            [0.0, 0.1, 2.0, 1.0],  # cancer; large cell most probable
+            [1.0, 1.0, 0.9, 0.8],  # P(not normal) ~0.71 >= 0.6: adenocarcinoma
+            [2.0, 1.5, 0.0, 0.0],  # P(not normal) ~0.33 < 0.6: normal although a cancer logit is close
+        ]
+    )
+    p = cancer_probability(logits, MULTI_LABELS, "normal")
+    assert p[1] > 0.6 and p[3] < 0.6
+    assert decide(logits, MULTI_LABELS, "normal", 0.6).tolist() == [0, 2, 1, 0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import build_kaggle_folder, toy_params, write_params
+from tests.training.conftest import toy_params, write_params
 from training import ingest
 from training.params import load_params
 

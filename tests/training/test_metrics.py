@@ -49,3 +49,12 @@ def test_bootstrap_interval_brackets_the_point_value():
     for name, value in result.items():
         assert value["ci95_low"] <= value["value"] <= value["ci95_high"], name
     assert result["accuracy"]["ci95_high"] - result["accuracy"]["ci95_low"] > 0.01
+
+
+def test_auc_ties_share_their_rank():
+    positive = np.array([True, True, False, False])
+    assert roc_auc(positive, np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+    assert roc_auc(positive, np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert roc_auc(positive, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert roc_auc(positive, np.array([0.9, 0.5, 0.5, 0.1])) == pytest.approx(0.875)
+    assert np.isnan(roc_auc(np.array([True, True]), np.array([0.3, 0.4])))
