@@ -18,6 +18,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; other readers (DVC, the service) need r
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
