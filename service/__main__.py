@@ -1,5 +1,6 @@
 """`python -m service [--host H] [--port P]`: settings from the environment, the model verified and
-self-tested before the socket opens, then uvicorn with limits that bound slow or greedy clients.
+self-tested before the socket opens, then uvicorn with limits that bound slow or greedy clients
+(header deadline, keep-alive, request deadline, requests in progress: see service.connections).
 
 SIGTERM: /health/ready turns 503 at once; after DRAIN_GRACE_S the listener closes, in-flight requests
 get DRAIN_TIMEOUT_S to finish, the batcher drains, and the process exits 0.
@@ -20,6 +21,7 @@ import uvicorn
 
 from service.app import begin_drain, create_app
 from service.card import CardError
+from service.connections import header_deadline_protocol
 from service.engine import Engine
 from service.logs import configure_logging
 from service.settings import Settings, SettingsError
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         create_app(settings, engine),
         host=args.host,
         port=args.port,
-        http="h11",
+        http=header_deadline_protocol(settings.header_timeout_s),
         loop="asyncio",
         lifespan="on",
         log_config=None,
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=settings.keepalive_s,
-        limit_concurrency=settings.max_connections,
+        # No limit_concurrency: it counts idle and half-open sockets (service.connections counts requests).
         h11_max_incomplete_event_size=16 * 1024,  # request line + headers
         timeout_graceful_shutdown=settings.drain_timeout_s,
         backlog=256,

@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from service.apidoc import openapi_config
 from service.auth import api_key_guard
+from service.connections import RequestLimit
 from service.engine import Engine
 from service.errors import ServiceError
 from service.imaging import harden_pillow
@@ -101,7 +102,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    app.asgi_handler = HttpObserver(app.asgi_handler, metrics)
+    app.asgi_handler = HttpObserver(RequestLimit(app.asgi_handler, settings.max_connections, metrics), metrics)
     return app
 
 

@@ -16,7 +16,7 @@ from service.metrics import Metrics
 access_log = logging.getLogger("service.access")
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
-_PROBES = frozenset({"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics"})
+PROBES = frozenset({"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics"})
 # What / and /docs need: their own scripts, styles and fetches, images from data: and blob: URLs.
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
@@ -80,7 +80,7 @@ class HttpObserver:
         }
         if "label" in state:
             fields["label"] = state["label"]
-        level = logging.DEBUG if route in _PROBES and status < 400 else logging.INFO
+        level = logging.DEBUG if route in PROBES and status < 400 else logging.INFO
         access_log.log(level, "request", extra={"fields": fields})
 
 

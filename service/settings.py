@@ -42,8 +42,9 @@ class Settings:
     log_level: str = "INFO"
     drain_timeout_s: float = 10.0  # SIGTERM: time in-flight work gets to finish
     drain_grace_s: float = 0.0  # SIGTERM: time to keep serving while reporting not ready
-    max_connections: int = 64  # uvicorn limit_concurrency: 503 beyond it
+    max_connections: int = 64  # requests in progress (probes excepted) before a JSON 503; see connections.py
     keepalive_s: float = 5.0
+    header_timeout_s: float = 5.0  # a connection's request headers must arrive within this
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +152,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "drain_grace_s": ("DRAIN_GRACE_S", _float(0.0, 600.0)),
     "max_connections": ("MAX_CONNECTIONS", _int(1, 100_000)),
     "keepalive_s": ("KEEPALIVE_S", _float(0.1, 600.0)),
+    "header_timeout_s": ("HEADER_TIMEOUT_S", _float(0.1, 600.0)),
 }
 _SECRET = frozenset({"API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}

@@ -133,7 +133,7 @@ def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -
     endless = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 40_000
     answer = _raw(server.port, endless)
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
-    # Past MAX_CONNECTIONS concurrent connections/tasks, uvicorn answers 503 at once.
+    # Past MAX_CONNECTIONS requests in progress, the next one gets our JSON 503 at once.
     held = [socket.create_connection(("127.0.0.1", server.port), timeout=2) for _ in range(4)]
     try:
         for sock in held:

@@ -41,6 +41,7 @@ def test_every_variable_is_read() -> None:
         "DRAIN_GRACE_S": "1",
         "MAX_CONNECTIONS": "10",
         "KEEPALIVE_S": "2",
+        "HEADER_TIMEOUT_S": "1.5",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -65,6 +66,7 @@ def test_every_variable_is_read() -> None:
         drain_grace_s=1.0,
         max_connections=10,
         keepalive_s=2.0,
+        header_timeout_s=1.5,
     )
     assert s.describe()["api_key"] == "set"
 

@@ -1,0 +1,112 @@
+"""Limits on connections and requests that uvicorn lacks, or applies to the wrong thing.
+
+uvicorn has no deadline for a request's headers: a client that opens a socket and trickles (or never
+sends) its request line held the connection for ever. And its `limit_concurrency` counts sockets, idle
+and half-open ones included, so a few dozen such sockets turned every request, health probes too,
+into a plain-text 503. Here instead:
+
+- `header_deadline_protocol`: a connection must deliver complete request headers within
+  HEADER_TIMEOUT_S of opening, or of its first byte after a keep-alive pause; otherwise it is closed.
+  (The body has the request deadline, 408; idle keep-alive connections have KEEPALIVE_S.)
+- `RequestLimit`: at most MAX_CONNECTIONS requests in progress; past that a request gets our JSON 503
+  with Retry-After at once. Connections still sending headers do not count, and health and metrics
+  probes are never refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import h11
+import msgspec
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.metrics import Metrics
+from service.observe import PROBES
+from service.schemas import ErrorBody
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose request headers are late."""
+
+    header_timeout_s = 5.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._header_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE:  # still waiting for (the rest of) a request's headers
+            self._arm_header_timer()
+        else:
+            self._cancel_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        # Armed once per request: further bytes do not extend it (that is what a slow client relies on).
+        if self._header_timer is None and not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            with contextlib.suppress(h11.LocalProtocolError):
+                self.conn.send(h11.ConnectionClosed())
+            self.transport.close()
+
+
+def header_deadline_protocol(timeout_s: float) -> type[HeaderDeadlineProtocol]:
+    """The protocol class for uvicorn.Config(http=...), with this header deadline."""
+    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": timeout_s})
+
+
+class RequestLimit:
+    """ASGI layer: refuse requests past `limit` in progress with our JSON 503 and Retry-After."""
+
+    def __init__(self, app: Any, limit: int, metrics: Metrics) -> None:
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+        self.active = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await self._refuse(scope, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _refuse(self, scope: Any, send: Any) -> None:
+        self.metrics.errors.labels("overloaded").inc()
+        body = msgspec.json.encode(
+            ErrorBody(
+                error="overloaded",
+                detail="too many requests in progress; retry shortly",
+                request_id=scope.get("state", {}).get("request_id", ""),
+            )
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
