@@ -38,6 +38,12 @@ ERROR_RESPONSES = {
     422: _error("The image cannot be used: dimensions, pixel count, frames"),
     503: _error("Overloaded, past the deadline, or not ready (see Retry-After)"),
 }
+MODEL_NOT_FOUND = {404: _error("No model of that name (or version) is served")}
+
+
+def not_ready(body: type) -> dict[int, ResponseSpec]:
+    """A readiness probe's 503: the same body as its 200, saying why (starting, draining)."""
+    return {503: ResponseSpec(data_container=body, description="Not ready: starting or draining")}
 
 
 @dataclass

@@ -20,7 +20,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
-from service.apidoc import ERROR_RESPONSES
+from service.apidoc import ERROR_RESPONSES, MODEL_NOT_FOUND, not_ready
 from service.errors import BadRequest, NotFound, PayloadTooLarge
 from service.routes import request_id, runtime_of
 from service.runtime import Classified, Runtime
@@ -100,13 +100,17 @@ async def server_live() -> Liveness:
     return Liveness(live=True)
 
 
-@get("/v2/health/ready", tags=["oip"])
+@get("/v2/health/ready", tags=["oip"], responses=not_ready(Readiness))
 async def server_ready(state: State) -> Response[Readiness]:
     ok = _is_ready(state)
     return Response(Readiness(ready=ok), status_code=200 if ok else 503)
 
 
-@get(["/v2/models/{model_name:str}", "/v2/models/{model_name:str}/versions/{model_version:str}"], tags=["oip"])
+@get(
+    ["/v2/models/{model_name:str}", "/v2/models/{model_name:str}/versions/{model_version:str}"],
+    tags=["oip"],
+    responses=MODEL_NOT_FOUND,
+)
 async def model_metadata(
     state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
 ) -> ModelMetadata:
@@ -135,6 +139,7 @@ async def model_metadata(
 @get(
     ["/v2/models/{model_name:str}/ready", "/v2/models/{model_name:str}/versions/{model_version:str}/ready"],
     tags=["oip"],
+    responses={**MODEL_NOT_FOUND, **not_ready(ModelReadiness)},
 )
 async def model_ready(
     state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
@@ -148,7 +153,7 @@ async def model_ready(
     ["/v2/models/{model_name:str}/infer", "/v2/models/{model_name:str}/versions/{model_version:str}/infer"],
     status_code=200,
     tags=["oip"],
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, **MODEL_NOT_FOUND},
 )
 async def infer(
     request: Request,

@@ -10,7 +10,13 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromQuery
 
-from service.apidoc import ERROR_RESPONSES, ExplainOperation, ManyImagesOperation, SingleImageOperation
+from service.apidoc import (
+    ERROR_RESPONSES,
+    ExplainOperation,
+    ManyImagesOperation,
+    SingleImageOperation,
+    not_ready,
+)
 from service.batching import Ticket
 from service.errors import BadRequest, NotReady, ServiceError
 from service.heatmap import heat_for, overlay_png
@@ -173,7 +179,7 @@ async def live() -> Health:
     return Health("live")
 
 
-@get("/health/ready", tags=["health"], responses={503: ERROR_RESPONSES[503]})
+@get("/health/ready", tags=["health"], responses=not_ready(Health))
 async def ready(state: State) -> Response[Health]:
     """200 once the model passed its self-test; 503 before that and while draining."""
     rt = state.get("runtime")
