@@ -1,0 +1,196 @@
+"""HTTP load: the service (micro-batching on and off, a small-queue overload run, fp32) and the
+seed-style baseline, driven over loopback at rising concurrency with real image files, plus cold starts.
+
+Every level is bounded by a request cap and a time cap. Per level: exact p50/p95/p99 of the 200
+answers, throughput (200s per second), every status count (timeouts and connection errors
+included), the server's peak and mean RSS and CPU, and the CPU the client and other processes took.
+The machine is shared, so the whole sweep runs `rounds` times, scenarios interleaved, and each
+figure is the median over rounds (status counts are summed, RSS peaks are the maximum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.httpclient import build_request, drive
+from benchmarks.machine import Meter, rss_mb, wait_for_quiet
+from benchmarks.servers import Server, start_seed, start_service
+
+
+@dataclass(frozen=True)
+class Plan:
+    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    max_seconds: float = 6.0  # per level
+    max_requests: int = 3000  # per level
+    warmup_requests: int = 40  # per level, not recorded
+    mix_concurrency: int = 16  # the real-file mix level
+    rounds: int = 3
+    cold_starts: int = 3
+    small_queue: int = 8  # QUEUE_MAX for the overload run
+    quiet_wait_s: float = 30.0  # longest wait for a quiet machine before each scenario
+
+
+SMOKE = Plan(max_seconds=1.0, max_requests=24, warmup_requests=4, rounds=1, cold_starts=1, quiet_wait_s=0.0)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the servers load: the service's folder and interpreter, the baseline's weights, the bodies."""
+
+    model_dir: Path
+    checkpoint: Path
+    service_python: str
+    png512: bytes
+    mix: list[bytes]  # the real test split, cycled
+    work: Path  # server logs
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    server: str  # service | seed
+    env: dict[str, str] = field(default_factory=dict)
+    levels: tuple[int, ...] = ()  # () = the plan's concurrency levels
+    mix: bool = False  # add the real-file mix level
+
+
+def scenarios(plan: Plan) -> list[Scenario]:
+    top = max(plan.concurrency)
+    return [
+        Scenario("service (batching on)", "service", {"BATCHING": "1"}, mix=True),
+        Scenario("service (batching off)", "service", {"BATCHING": "0"}),
+        Scenario(f"service (small queue {plan.small_queue})", "service", {"QUEUE_MAX": str(plan.small_queue)}, (top,)),
+        Scenario("service fp32 (batching on)", "service", {"MODEL_VARIANT": "fp32"}, (1, 16)),
+        Scenario("seed-style baseline (torch eager)", "seed", mix=True),
+    ]
+
+
+def run_load(target: Target, plan: Plan) -> dict:
+    """Every scenario, `plan.rounds` times, and the cold starts: the `http` section of the results."""
+    rounds = [[_run(target, plan, s, r) for s in scenarios(plan)] for r in range(plan.rounds)]
+    merged = [merge(list(runs)) for runs in zip(*rounds, strict=True)]
+    return {"rounds": plan.rounds, "scenarios": merged, "cold_start": cold_starts(target, plan)}
+
+
+def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
+    quiet = wait_for_quiet(plan.quiet_wait_s) if plan.quiet_wait_s > 0 else {}
+    slug = "".join(c if c.isalnum() else "-" for c in scenario.name.lower())
+    log = target.work / f"server-{slug}-r{round_no}.log"
+    if scenario.server == "seed":
+        server, path = start_seed(target.checkpoint, target.model_dir, log), "/predict"
+    else:
+        server, path = start_service(target.service_python, target.model_dir, log, **scenario.env), "/v1/predict"
+    try:
+        png = [build_request("127.0.0.1", server.port, path, target.png512, "image/png")]
+        levels = [_level(server, png, c, plan, "png512") for c in scenario.levels or plan.concurrency]
+        if scenario.mix and target.mix:
+            mixed = [build_request("127.0.0.1", server.port, path, b, "application/octet-stream") for b in target.mix]
+            levels.append(_level(server, mixed, plan.mix_concurrency, plan, f"real test split ({len(mixed)} files)"))
+        return {
+            "name": scenario.name,
+            "server": scenario.server,
+            "env": scenario.env,
+            "settings": server.settings(),
+            "torch_loaded": server.torch_loaded,
+            "ready_s": round(server.ready_s, 3),
+            "rss_at_ready_mb": round(server.rss_at_ready_mb, 1),
+            "rss_hwm_mb": round(rss_mb(server.pid, "VmHWM"), 1),  # lifetime peak, start-up included
+            "quiet_before": quiet,
+            "levels": levels,
+        }
+    finally:
+        server.stop()
+
+
+def _level(server: Server, requests: list[bytes], concurrency: int, plan: Plan, image: str) -> dict:
+    warmup = min(plan.warmup_requests, plan.max_requests)
+    asyncio.run(drive("127.0.0.1", server.port, requests, concurrency, warmup, plan.max_seconds))
+    meter = Meter(server.pid)
+    tally = asyncio.run(drive("127.0.0.1", server.port, requests, concurrency, plan.max_requests, plan.max_seconds))
+    usage = meter.stop()
+    if not server.alive():
+        raise RuntimeError(f"{server.name} died under load: {server.tail()}")
+    ok = sorted(seconds for status, seconds in tally.samples if status == 200)
+    latency = {name: _ms(percentile(ok, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+    return {
+        "image": image,
+        "concurrency": concurrency,
+        "requests": len(tally.samples) + sum(tally.failures.values()),
+        "duration_s": round(tally.wall_s, 3),
+        "throughput_rps": round(len(ok) / tally.wall_s, 1),
+        "latency_ms": latency | {"mean": _ms(statistics.fmean(ok) if ok else math.nan)},
+        "statuses": tally.statuses(),
+        **usage.summary(),
+    }
+
+
+def merge(runs: list[dict]) -> dict:
+    """One scenario's rounds -> medians per level; status counts summed; peaks are maxima."""
+    out = {key: runs[0][key] for key in ("name", "server", "env", "settings", "torch_loaded")}
+    out["ready_s"] = statistics.median(r["ready_s"] for r in runs)
+    out["rss_hwm_mb"] = max(r["rss_hwm_mb"] for r in runs)
+    out["quiet_before"] = [r["quiet_before"] for r in runs]
+    out["levels"] = []
+    for levels in zip(*(r["levels"] for r in runs), strict=True):
+        numeric = [k for k, v in levels[0].items() if isinstance(v, int | float)]
+        level = {k: _median(lv[k] for lv in levels) for k in numeric}
+        level["image"] = levels[0]["image"]
+        level["latency_ms"] = {k: _median(lv["latency_ms"][k] for lv in levels) for k in levels[0]["latency_ms"]}
+        level["statuses"] = _sum_counts(lv["statuses"] for lv in levels)
+        level["server_rss_peak_mb"] = max(lv["server_rss_peak_mb"] for lv in levels)
+        level["throughput_rps_rounds"] = [lv["throughput_rps"] for lv in levels]
+        out["levels"].append(level)
+    out["rss_peak_mb"] = max(level["server_rss_peak_mb"] for level in out["levels"])
+    return out
+
+
+def cold_starts(target: Target, plan: Plan) -> dict:
+    """Spawn to first ready answer, `plan.cold_starts` times each (model files are in the page cache)."""
+    out = {}
+    for name in ("service", "seed"):
+        times, rss = [], []
+        for i in range(plan.cold_starts):
+            if plan.quiet_wait_s > 0:
+                wait_for_quiet(plan.quiet_wait_s / 3)
+            log = target.work / f"cold-{name}-{i}.log"
+            if name == "seed":
+                server = start_seed(target.checkpoint, target.model_dir, log)
+            else:
+                server = start_service(target.service_python, target.model_dir, log)
+            times.append(server.ready_s)
+            rss.append(server.rss_at_ready_mb)
+            server.stop()
+        out[name] = {
+            "median_s": round(statistics.median(times), 3),
+            "runs_s": [round(t, 3) for t in times],
+            "rss_at_ready_mb": round(statistics.median(rss), 1),
+        }
+    return out
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (exact: no interpolation, no histogram)."""
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(q / 100.0 * len(ordered)) - 1)]
+
+
+def _median(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
+def _sum_counts(counts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for count in counts:
+        for key, value in count.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))
+
+
+def _ms(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds * 1000.0, 2)

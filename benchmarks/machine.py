@@ -1,0 +1,145 @@
+"""What the numbers were measured on, and who else used the CPU meanwhile (Linux /proc).
+
+The benchmark machine is small and shared, so every measured phase records the CPU time of the
+whole machine beside its own processes' time: the difference is what other processes took.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+LIBRARIES = ("onnxruntime", "numpy", "pillow", "litestar", "uvicorn", "msgspec", "torch", "torchvision")
+
+
+def machine_info() -> dict:
+    """CPU model, cores, memory, kernel and library versions."""
+    from service.settings import available_cpus
+
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    meminfo = Path("/proc/meminfo").read_text().split()
+    return {
+        "cpu_model": model or platform.processor(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": available_cpus(),
+        "int8_flags": sorted(f for f in flags if f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")),
+        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in LIBRARIES},
+    }
+
+
+def loadavg() -> list[float]:
+    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent busy since boot (all CPUs, idle and iowait excluded)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of one process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def maps_mention(pid: int, needle: str) -> bool:
+    """Whether a shared library or file whose path contains `needle` is mapped into the process."""
+    return needle in Path(f"/proc/{pid}/maps").read_text()
+
+
+@dataclass
+class Usage:
+    wall_s: float
+    server_cpu_s: float
+    client_cpu_s: float
+    other_cpu_s: float  # everyone else on the machine
+    rss_peak_mb: float
+    rss_mean_mb: float
+
+    def summary(self) -> dict:
+        wall = max(self.wall_s, 1e-9)
+        return {
+            "server_cpu_cores": round(self.server_cpu_s / wall, 2),
+            "client_cpu_cores": round(self.client_cpu_s / wall, 2),
+            "other_cpu_cores": round(max(0.0, self.other_cpu_s) / wall, 2),
+            "server_rss_peak_mb": round(self.rss_peak_mb, 1),
+            "server_rss_mean_mb": round(self.rss_mean_mb, 1),
+        }
+
+
+class Meter:
+    """Samples a server's RSS every `interval_s` in a thread; `stop()` returns the phase's Usage."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        self.pid, self.interval_s = pid, interval_s
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+        self._start = (time.perf_counter(), busy_cpu_s(), process_cpu_s(pid), self_cpu_s())
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._samples.append(rss_mb(self.pid))
+            except OSError:  # the server exited; the caller notices
+                return
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> Usage:
+        end = (time.perf_counter(), busy_cpu_s(), process_cpu_s(self.pid), self_cpu_s())
+        self._stop.set()
+        self._thread.join()
+        wall, busy, server, client = (b - a for a, b in zip(self._start, end, strict=True))
+        samples = self._samples or [0.0]
+        return Usage(wall, server, client, busy - server - client, max(samples), sum(samples) / len(samples))
+
+
+def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.25, window_s: float = 1.0) -> dict:
+    """Wait (at most `max_wait_s`) until other processes use under `threshold_cores` over a window.
+
+    The machine is shared: starting a phase in a quiet moment keeps other people's bursts out of it.
+    Returns how long it waited and how busy the last window was.
+    """
+    started = time.perf_counter()
+    while True:
+        t0, b0, s0 = time.perf_counter(), busy_cpu_s(), self_cpu_s()
+        time.sleep(window_s)
+        other = max(0.0, (busy_cpu_s() - b0) - (self_cpu_s() - s0)) / (time.perf_counter() - t0)
+        waited = time.perf_counter() - started
+        if other < threshold_cores or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "other_cpu_cores": round(other, 2)}

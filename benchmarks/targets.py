@@ -1,0 +1,87 @@
+"""The issue's targets for a 2-core machine, checked against one run's results.
+
+Each check returns what was measured, the target, whether it was met and by how much it was missed
+or beaten, so the report can say it in numbers. A missing measurement (a skipped torch case, a
+level the smoke run does not have) is reported as not measured, never as met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+SERVICE = "service (batching on)"
+SEED = "seed-style baseline (torch eager)"
+LOAD_OK = {"200", "503"}
+
+
+def evaluate(results: dict) -> list[dict]:
+    latency, http = results["latency"], results["http"]
+    ratio = {(r["batch"], r["threads"]): r for r in latency["ratios"]}
+    c1, c16 = _level(http, SERVICE, 1), _level(http, SERVICE, 16)
+    overload = next((s for s in http["scenarios"] if s["name"].startswith("service (small queue")), None)
+    seed16 = _level(http, SEED, 16)
+    int8_rss = [s["rss_peak_mb"] for s in http["scenarios"] if s["server"] == "service" and "fp32" not in s["name"]]
+    checks = [
+        _at_least(
+            "ORT int8 vs torch eager, batch 1, 2 threads", ratio.get((1, 2), {}).get("torch_over_int8"), 4.0, "x"
+        ),
+        _at_least(
+            "ORT fp32 vs torch eager, batch 1, 2 threads", ratio.get((1, 2), {}).get("torch_over_fp32"), 1.6, "x"
+        ),
+        _at_most("HTTP c=1 p50, 512x512 PNG", _get(c1, lambda lv: lv["latency_ms"]["p50"]), 10.0, "ms"),
+        _at_least("HTTP c=16 throughput", _get(c16, lambda lv: lv["throughput_rps"]), 150.0, "req/s"),
+        _at_most("HTTP c=16 p99", _get(c16, lambda lv: lv["latency_ms"]["p99"]), 200.0, "ms"),
+        _at_most("HTTP c=16 non-200 answers", _get(c16, _not_ok), 0, "answers"),
+        _at_most("HTTP c=64 small queue: answers other than 200/503", _get(_top(overload), _not_200_503), 0, "answers"),
+        _at_least("c=16 throughput vs seed-style baseline", _throughput_ratio(c16, seed16), 3.0, "x"),
+        _at_most("serving RSS under load, int8", max(int8_rss) if int8_rss else None, 200.0, "MB"),
+        _at_most("service start to ready", http["cold_start"].get("service", {}).get("median_s"), 2.0, "s"),
+    ]
+    return checks
+
+
+def _level(http: dict, scenario: str, concurrency: int) -> dict | None:
+    for s in http["scenarios"]:
+        if s["name"] == scenario:
+            return next(
+                (lv for lv in s["levels"] if lv["concurrency"] == concurrency and lv["image"] == "png512"), None
+            )
+    return None
+
+
+def _top(scenario: dict | None) -> dict | None:
+    return scenario["levels"][-1] if scenario and scenario["levels"] else None
+
+
+def _get(level: dict | None, pick: Callable[[dict], float | None]) -> float | None:
+    return pick(level) if level is not None else None
+
+
+def _not_ok(level: dict) -> int:
+    return sum(n for status, n in level["statuses"].items() if status != "200")
+
+
+def _not_200_503(level: dict) -> int:
+    return sum(n for status, n in level["statuses"].items() if status not in LOAD_OK)
+
+
+def _throughput_ratio(ours: dict | None, seed: dict | None) -> float | None:
+    if not ours or not seed or not seed["throughput_rps"]:
+        return None
+    return round(ours["throughput_rps"] / seed["throughput_rps"], 2)
+
+
+def _at_least(name: str, value: float | None, target: float, unit: str) -> dict:
+    return _check(name, value, f">= {target:g} {unit}", None if value is None else value >= target, value, target)
+
+
+def _at_most(name: str, value: float | None, target: float, unit: str) -> dict:
+    return _check(name, value, f"<= {target:g} {unit}", None if value is None else value <= target, value, target)
+
+
+def _check(name: str, value, target_text: str, met: bool | None, measured, target: float) -> dict:
+    # How far from the target, as a fraction of it: positive = beaten by, negative = missed by.
+    margin = None
+    if measured is not None and target:
+        margin = round((measured - target) / target * (1 if target_text.startswith(">=") else -1), 3)
+    return {"name": name, "target": target_text, "measured": value, "met": met, "margin": margin}

@@ -1,0 +1,128 @@
+"""The benchmarks cannot rot: the smoke run of both kinds (latency suite and HTTP load) passes and
+writes complete results, and the load client and percentiles are exact on known inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.httpclient import build_request, drive
+from benchmarks.load import percentile
+from benchmarks.targets import evaluate
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = {
+    "service (batching on)",
+    "service (batching off)",
+    "service (small queue 8)",
+    "service fp32 (batching on)",
+    "seed-style baseline (torch eager)",
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    pytest.importorskip("torch", reason="the stand-in model and the baseline need torch (the `train` extra)")
+    out = tmp_path_factory.mktemp("bench-smoke")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return json.loads((out / "results.json").read_text()), out
+
+
+@pytest.mark.slow
+@pytest.mark.train
+@pytest.mark.timeout(700)
+def test_smoke_latency_covers_every_case(smoke: tuple[dict, Path]) -> None:
+    latency = smoke[0]["latency"]
+    assert latency["skipped"] == []
+    kinds = [(r["kind"], r.get("image") or (r["backend"], r["batch"], r["threads"])) for r in latency["rows"]]
+    assert len(kinds) == len(set(kinds)) == 3 + 3 + 3 * 3 * 2
+    assert all(r["median_ms"] > 0 and r["rounds"] >= 1 for r in latency["rows"])
+    assert len(latency["ratios"]) == 6
+    assert all(v > 0 for x in latency["ratios"] for k, v in x.items() if k.endswith("int8") or k.endswith("fp32"))
+
+
+@pytest.mark.slow
+@pytest.mark.train
+@pytest.mark.timeout(700)
+def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
+    http = smoke[0]["http"]
+    assert {s["name"] for s in http["scenarios"]} == SCENARIOS
+    for scenario in http["scenarios"]:
+        assert scenario["torch_loaded"] == (scenario["server"] == "seed"), scenario["name"]
+        assert 0 < scenario["rss_peak_mb"] <= scenario["rss_hwm_mb"] + 1
+        for level in scenario["levels"]:
+            allowed = {"200", "503"} if "small queue" in scenario["name"] else {"200"}
+            assert set(level["statuses"]) <= allowed, (scenario["name"], level["statuses"])
+            assert level["throughput_rps"] > 0 and level["latency_ms"]["p50"] > 0
+            assert level["latency_ms"]["p50"] <= level["latency_ms"]["p99"] <= level["latency_ms"]["max"]
+            assert level["server_cpu_cores"] > 0
+    assert [lv["concurrency"] for lv in http["scenarios"][0]["levels"]] == [1, 4, 16, 64, 16]
+    assert all(http["cold_start"][name]["median_s"] > 0 for name in ("service", "seed"))
+
+
+@pytest.mark.slow
+@pytest.mark.train
+@pytest.mark.timeout(700)
+def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
+    results, out = smoke
+    assert results["meta"]["mode"] == "smoke"
+    assert len(results["targets"]) == 10 and all(t["measured"] is not None for t in results["targets"])
+    report = (out / "report.md").read_text()
+    for heading in ("## Headline", "## Targets", "## Model latency", "## HTTP load", "## Cold start", "## Machine"):
+        assert heading in report
+    assert (out / "latency_vs_concurrency.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert [percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_client_counts_answers_statuses_and_timeouts() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                if body == b"hang":
+                    await asyncio.sleep(1)  # past the client's timeout: it gives up and reconnects
+                status = b"503 Service Unavailable" if body == b"busy" else b"200 OK"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        bodies = [build_request("127.0.0.1", port, "/", b, "text/plain") for b in (b"fine", b"busy", b"hang")]
+        tally = await drive("127.0.0.1", port, bodies, concurrency=1, max_requests=6, max_seconds=5, timeout_s=0.2)
+        server.close()
+        await server.wait_closed()
+        return tally
+
+    tally = asyncio.run(scenario())
+    assert tally.statuses() == {"200": 2, "503": 2, "timeout": 2}
+    assert len(tally.samples) == 4
+
+
+def test_targets_never_count_a_missing_measurement_as_met() -> None:
+    results = {"latency": {"ratios": []}, "http": {"scenarios": [], "cold_start": {}}}
+    checks = evaluate(results)
+    assert len(checks) == 10 and {c["met"] for c in checks} == {None}
