@@ -1,0 +1,76 @@
+# The runtime image: Python, the `serve` extra (locked in deploy/requirements.serve.txt), the service
+# package and the checked models/ files; no compiler, no torch, no training code.
+#
+#   docker build -t chest-cancer-net .      models/ must hold a card that matches its files
+#   docker run --read-only --tmpfs /tmp -p 8000:8000 chest-cancer-net
+ARG BASE_IMAGE=python:3.11-slim
+
+# Stage 1: the model gate. Fails the build with one line when models/ is missing, does not match its
+# card, or has no MODEL_VARIANT file; keeps the card and that one file (the one the service loads), as
+# hashed. `--build-arg MODEL_VARIANT=fp32` makes an fp32 image. `model[s]` is a glob, so that without
+# models/ the COPY still succeeds and the check says what is missing.
+FROM ${BASE_IMAGE} AS model
+ARG MODEL_VARIANT=int8
+COPY deploy/check_models.py model[s] /models/
+RUN cd / && python3 models/check_models.py --variant "$MODEL_VARIANT" models /out/models
+
+# Stage 2: a virtual environment with exactly the locked packages, and the compiled service package.
+# pip installs from wheelhouse/ alone when the context has one (offline builds: deploy/smoke_image.sh
+# makes one), else from the index. Then removed, as never loaded by the service: pip itself; test
+# suites, type stubs, C headers and numpy's build tools (f2py, distutils); ONNX Runtime's offline tools
+# and its C-API library (the Python binding links the runtime statically: `ldd` shows no
+# libonnxruntime.so); Faker's locales but English and Latin (Faker comes with litestar's polyfactory,
+# which the service never imports; the import check below still builds a Faker). The smoke test then
+# proves that the result serves.
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+COPY deploy/requirements.serve.txt wheelhous[e] /wheels/
+RUN set -eu; \
+    if ls /wheels/*.whl >/dev/null 2>&1; then set -- --no-index --find-links /wheels; fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/pip install --quiet --no-deps "$@" -r /wheels/requirements.serve.txt; \
+    /opt/venv/bin/pip check; \
+    /opt/venv/bin/pip uninstall --quiet --yes pip setuptools; \
+    site=$(echo /opt/venv/lib/python3*/site-packages); \
+    find /opt/venv -depth \( -name tests -o -name '*.pyi' \) -exec rm -rf {} +; \
+    rm -rf "$site"/numpy/f2py "$site"/numpy/distutils "$site"/numpy/_core/include \
+           "$site"/onnxruntime/tools "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization \
+           "$site"/onnxruntime/capi/libonnxruntime.so.*; \
+    find "$site"/faker/providers -mindepth 2 -maxdepth 2 -type d \
+         ! -name 'en*' ! -name la ! -name __pycache__ -exec rm -rf {} +; \
+    /opt/venv/bin/python -c "import onnxruntime, numpy, PIL, litestar, uvicorn, polyfactory.factories"
+COPY service/ /app/service/
+# unchecked-hash: the .pyc files stay valid after COPY --from changes the sources' mtimes.
+RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/service
+
+# Stage 3: the runtime.
+FROM ${BASE_IMAGE}
+ARG MODEL_VARIANT=int8
+RUN groupadd --gid 10001 app \
+ && useradd --uid 10001 --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
+COPY --from=model /out/models /app/models
+# ORT_DISABLE_TELEMETRY: ONNX Runtime 1.32 would otherwise start its telemetry and try to keep a device id
+# under $HOME/.cache (a warning on a read-only root).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_DIR=/app/models \
+    MODEL_VARIANT=${MODEL_VARIANT} \
+    LOG_FORMAT=json \
+    ORT_DISABLE_TELEMETRY=1
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+STOPSIGNAL SIGTERM
+# No curl in the image: the venv's Python asks /health/ready (an HTTP error or refusal exits non-zero).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/opt/venv/bin/python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/health/ready', timeout=4)"]
+# Exec form: Python is PID 1 and gets SIGTERM itself (the service drains, then exits 0).
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
+# Last, so that a new commit rebuilds only this layer.
+ARG GIT_SHA=unknown
+LABEL org.opencontainers.image.title="chest-cancer-net" \
+      org.opencontainers.image.description="Chest CT classifier: ONNX Runtime service" \
+      org.opencontainers.image.revision="${GIT_SHA}"
