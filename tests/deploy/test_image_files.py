@@ -1,0 +1,114 @@
+"""Static checks of the Dockerfile, .dockerignore, compose.yaml and the monitoring config."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+DASHBOARD = json.loads((ROOT / "deploy/grafana/dashboards/chest-cancer-net.json").read_text())
+
+
+def instructions(keyword: str) -> list[str]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.startswith(keyword + " ")]
+
+
+def test_dockerfile_runtime_stage() -> None:
+    assert instructions("ARG")[0] == "BASE_IMAGE=python:3.11-slim"
+    assert all(f.startswith("${BASE_IMAGE}") for f in instructions("FROM"))
+    assert instructions("USER") == ["10001:10001"]
+    entry = json.loads(instructions("ENTRYPOINT")[0])  # exec form: Python is PID 1 and gets SIGTERM
+    assert entry[:3] == ["/opt/venv/bin/python", "-m", "service"] and entry[3:5] == ["--host", "0.0.0.0"]
+    (health,) = instructions("HEALTHCHECK")
+    assert "/health/ready" in health and "curl" not in health and "wget" not in health
+
+
+def test_dockerignore_lets_in_exactly_what_the_dockerfile_reads() -> None:
+    rules = (ROOT / ".dockerignore").read_text().split()
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert rules[rules.index("*")] == "*"  # an allow-list
+    sources = set()
+    for copy in instructions("COPY"):
+        if "--from=" not in copy:
+            sources.update(s.rstrip("/").replace("[s]", "s").replace("[e]", "e") for s in copy.split()[:-1])
+    assert sources == allowed
+
+
+def test_compose_api_is_hardened_and_fits_a_small_host() -> None:
+    api = COMPOSE["services"]["api"]
+    assert api["read_only"] is True and any(t.startswith("/tmp:") for t in api["tmpfs"])
+    assert api["cap_drop"] == ["ALL"] and "no-new-privileges:true" in api["security_opt"]
+    assert api["restart"] == "unless-stopped" and "profiles" not in api
+    assert api["ports"] == ["${API_PORT:-8000}:8000"]
+    assert "/health/ready" in " ".join(api["healthcheck"]["test"])
+    limit = int(api["mem_limit"].rstrip("m"))
+    assert 256 <= limit <= 512 and api["memswap_limit"] == api["mem_limit"]
+    stop = int(api["stop_grace_period"].rstrip("s"))
+    assert stop > float(api["environment"]["DRAIN_TIMEOUT_S"].split("-")[-1].rstrip("}")) + 2
+
+
+def test_monitoring_runs_only_under_its_profile() -> None:
+    for name in ("prometheus", "grafana"):
+        service = COMPOSE["services"][name]
+        assert service["profiles"] == ["monitoring"]
+        assert not service["image"].endswith(":latest") and ":" in service["image"]
+        assert all(p.startswith("127.0.0.1:") for p in service["ports"])
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            assert not source.startswith("./") or (ROOT / source).exists(), volume
+
+
+def test_compose_config_is_valid() -> None:
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no docker compose plugin here (the structure is checked above)")
+    result = subprocess.run([docker, "compose", "--profile", "monitoring", "config", "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def exposed_names() -> set[str]:
+    """Every sample name the service's /metrics can show, from its own registry."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in suffixes.get(family.type, ("",))
+    }
+
+
+def expressions() -> list[str]:
+    exprs = [t["expr"] for p in DASHBOARD["panels"] for t in p["targets"]]
+    alerts = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    return exprs + [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+
+
+def test_dashboard_and_alerts_use_only_metrics_the_service_exposes() -> None:
+    names = exposed_names() | {"up"}
+    used = {m for e in expressions() for m in re.findall(r"\b((?:chestnet|process)_[a-z_]+|up)\b(?=[{\[)\s])", e)}
+    assert used - names == set()
+    assert {"chestnet_queue_depth", "chestnet_batch_size_bucket", "chestnet_positive_probability_bucket"} <= used
+
+
+def test_dashboard_has_the_panels_asked_for() -> None:
+    titles = " | ".join(p["title"].lower() for p in DASHBOARD["panels"])
+    for needed in ("p50 / p95 / p99", "throughput", "errors by code", "queue depth", "batch size",
+                   "predictions by label", "p(not normal) distribution"):
+        assert needed in titles
+    datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    assert {p["datasource"]["uid"] for p in DASHBOARD["panels"]} == {uid}
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    job = scrape["scrape_configs"][0]["job_name"]
+    assert all(j == job for e in expressions() for j in re.findall(r'job="([^"]+)"', e))
