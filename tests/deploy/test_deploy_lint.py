@@ -1,0 +1,34 @@
+"""The deploy scripts, the workflow and the Prometheus config pass their linters."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted((ROOT / "deploy").rglob("*.sh")) + [Path(__file__).parent / "fakes" / n for n in ("docker", "curl")]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_shell_scripts_pass_shellcheck(tool: Callable[[str], str]) -> None:
+    assert len(SCRIPTS) >= 6
+    result = run(tool("shellcheck"), "--severity=style", *map(str, SCRIPTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_pass_actionlint(tool: Callable[[str], str]) -> None:
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert workflows
+    # actionlint runs shellcheck on each `run:` block when it finds one on PATH.
+    result = run(tool("actionlint"), "-no-color", *map(str, workflows))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_config_and_rules_pass_promtool(tool: Callable[[str], str]) -> None:
+    result = run(tool("promtool"), "check", "config", "deploy/prometheus/prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 rules found" in result.stdout + result.stderr
