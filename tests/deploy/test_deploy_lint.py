@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,11 @@ def test_shell_scripts_pass_shellcheck(tool: Callable[[str], str]) -> None:
     assert len(SCRIPTS) >= 6
     result = run(tool("shellcheck"), "--severity=style", *map(str, SCRIPTS))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scripts_are_executable() -> None:
+    # The workflow and the docs call them as commands (deploy/deploy.sh SHA), not through bash.
+    assert [s.name for s in SCRIPTS if not os.access(s, os.X_OK)] == []
 
 
 def test_workflows_pass_actionlint(tool: Callable[[str], str]) -> None:
