@@ -11,8 +11,11 @@ figure is the median over rounds (status counts are summed, RSS peaks are the ma
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +34,13 @@ class Plan:
     rounds: int = 3
     cold_starts: int = 3
     small_queue: int = 8  # QUEUE_MAX for the overload run
-    quiet_wait_s: float = 30.0  # longest wait for a quiet machine before each scenario
+    quiet_wait_s: float = 15.0  # longest wait for a quiet machine before each scenario
+    breakdown_requests: int = 100  # sequential requests whose server-side timings are read
 
 
-SMOKE = Plan(max_seconds=1.0, max_requests=24, warmup_requests=4, rounds=1, cold_starts=1, quiet_wait_s=0.0)
+SMOKE = Plan(
+    max_seconds=1.0, max_requests=24, warmup_requests=4, rounds=1, cold_starts=1, quiet_wait_s=0.0, breakdown_requests=5
+)
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,11 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
         if scenario.mix and target.mix:
             mixed = [build_request("127.0.0.1", server.port, path, b, "application/octet-stream") for b in target.mix]
             levels.append(_level(server, mixed, plan.mix_concurrency, plan, f"real test split ({len(mixed)} files)"))
+        split = breakdown(server, target.png512, plan.breakdown_requests) if scenario.server == "service" else {}
         return {
             "name": scenario.name,
             "server": scenario.server,
+            "breakdown_c1": split,
             "env": scenario.env,
             "settings": server.settings(),
             "torch_loaded": server.torch_loaded,
@@ -122,10 +130,34 @@ def _level(server: Server, requests: list[bytes], concurrency: int, plan: Plan, 
         "requests": len(tally.samples) + sum(tally.failures.values()),
         "duration_s": round(tally.wall_s, 3),
         "throughput_rps": round(len(ok) / tally.wall_s, 1),
+        # The server's CPU per answered request: what the throughput is worth on a machine whose CPUs
+        # it does not have to share (requests/s on n free cores ~ n * 1000 / this).
+        "server_cpu_ms_per_request": round(usage.server_cpu_s * 1000.0 / len(tally.samples), 2)
+        if tally.samples
+        else None,
         "latency_ms": latency | {"mean": _ms(statistics.fmean(ok) if ok else math.nan)},
         "statuses": tally.statuses(),
         **usage.summary(),
     }
+
+
+def breakdown(server: Server, body: bytes, count: int) -> dict:
+    """Where one request's milliseconds go at concurrency 1: medians of the service's own timings
+    (decode, queue, inference, handler total) beside the client's clock; the rest is HTTP and ASGI."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    rows = []
+    try:
+        for _ in range(count):
+            sent = time.perf_counter()
+            connection.request("POST", "/v1/predict", body, {"Content-Type": "image/png"})
+            answer = connection.getresponse().read()
+            client_ms = (time.perf_counter() - sent) * 1000.0
+            rows.append({"client_ms": client_ms, **json.loads(answer)["timings"]})
+    finally:
+        connection.close()
+    out = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
+    out["outside_handler_ms"] = round(out["client_ms"] - out["total_ms"], 3)
+    return out
 
 
 def merge(runs: list[dict]) -> dict:
@@ -134,6 +166,8 @@ def merge(runs: list[dict]) -> dict:
     out["ready_s"] = statistics.median(r["ready_s"] for r in runs)
     out["rss_hwm_mb"] = max(r["rss_hwm_mb"] for r in runs)
     out["quiet_before"] = [r["quiet_before"] for r in runs]
+    split = [r["breakdown_c1"] for r in runs if r["breakdown_c1"]]
+    out["breakdown_c1"] = {k: _median(b[k] for b in split) for k in split[0]} if split else {}
     out["levels"] = []
     for levels in zip(*(r["levels"] for r in runs), strict=True):
         numeric = [k for k, v in levels[0].items() if isinstance(v, int | float)]

@@ -62,12 +62,15 @@ def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
     for scenario in http["scenarios"]:
         assert scenario["torch_loaded"] == (scenario["server"] == "seed"), scenario["name"]
         assert 0 < scenario["rss_peak_mb"] <= scenario["rss_hwm_mb"] + 1
+        if scenario["server"] == "service":
+            split = scenario["breakdown_c1"]
+            assert 0 < split["decode_ms"] + split["inference_ms"] <= split["total_ms"] <= split["client_ms"]
         for level in scenario["levels"]:
             allowed = {"200", "503"} if "small queue" in scenario["name"] else {"200"}
             assert set(level["statuses"]) <= allowed, (scenario["name"], level["statuses"])
             assert level["throughput_rps"] > 0 and level["latency_ms"]["p50"] > 0
             assert level["latency_ms"]["p50"] <= level["latency_ms"]["p99"] <= level["latency_ms"]["max"]
-            assert level["server_cpu_cores"] > 0
+            assert level["server_cpu_cores"] > 0 and level["server_cpu_ms_per_request"] > 0
     assert [lv["concurrency"] for lv in http["scenarios"][0]["levels"]] == [1, 4, 16, 64, 16]
     assert all(http["cold_start"][name]["median_s"] > 0 for name in ("service", "seed"))
 
@@ -78,9 +81,11 @@ def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
 def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
     results, out = smoke
     assert results["meta"]["mode"] == "smoke"
-    assert len(results["targets"]) == 10 and all(t["measured"] is not None for t in results["targets"])
+    assert len(results["targets"]) == 14 and all(t["measured"] is not None for t in results["targets"])
+    assert {t["basis"] for t in results["targets"]} == {"measured", "cpu-normalised"}
     report = (out / "report.md").read_text()
-    for heading in ("## Headline", "## Targets", "## Model latency", "## HTTP load", "## Cold start", "## Machine"):
+    headings = ("## Headline", "## Targets", "## Model latency", "## HTTP load", "## Where the milliseconds go")
+    for heading in (*headings, "## Cold start", "## Machine"):
         assert heading in report
     assert (out / "latency_vs_concurrency.png").read_bytes().startswith(b"\x89PNG")
 
@@ -125,4 +130,4 @@ def test_client_counts_answers_statuses_and_timeouts() -> None:
 def test_targets_never_count_a_missing_measurement_as_met() -> None:
     results = {"latency": {"ratios": []}, "http": {"scenarios": [], "cold_start": {}}}
     checks = evaluate(results)
-    assert len(checks) == 10 and {c["met"] for c in checks} == {None}
+    assert len(checks) == 14 and {c["met"] for c in checks} == {None}
