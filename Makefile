@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup up model serve test test-fast lint browser-deps clean
+.PHONY: setup up model serve test test-fast lint system-deps image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,17 @@ model: setup
 serve: setup
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-# Chromium for the browser test (Debian package; never a downloaded browser). Without root the
-# browser tests skip with a reason.
-browser-deps:
-	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+# System tools some tests drive: Chromium for the browser test (Debian's package, never a downloaded
+# browser), promtool and shellcheck for the deploy checks (podman for the image smoke installs itself).
+# Without root these are left alone and the tests that need them skip with a reason.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		if [ ! -x /usr/bin/chromium ]; then apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; \
+		bash deploy/ci_tools.sh; fi
 
 # The whole suite, exactly as CI runs it.
-test: setup browser-deps
+test: setup system-deps
 	$(BIN)/python -m pytest
 
 test-fast: setup
@@ -44,6 +47,11 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/shellcheck deploy/*.sh deploy/ec2/*.sh .ci/run
+
+# Build the runtime image with podman and smoke-test it (root; see deploy/README.md).
+image:
+	deploy/smoke_image.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache
