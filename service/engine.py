@@ -23,6 +23,9 @@ class Engine:
         self.card = card
         self.variant = variant
         self.sha256 = sha256_bytes(model_bytes)
+        # ORT >= 1.2x records telemetry under ~/.cache by default: nothing of a clinic's should leave,
+        # and a read-only root filesystem must not produce warnings.
+        ort.disable_telemetry_events()
         try:
             self.session = ort.InferenceSession(
                 model_bytes, _session_options(threads), providers=["CPUExecutionProvider"]
