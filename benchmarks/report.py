@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.findings import findings
+
 PLOT = "latency_vs_concurrency.png"
 REPORT = "report.md"
 BACKENDS = ("ort-int8", "ort-fp32", "torch-eager")
@@ -20,6 +22,7 @@ def write_report(results: dict, out: Path) -> Path:
         _title(results),
         headline(results),
         _targets(results),
+        findings(results),
         _latency(results["latency"]),
         _http(results["http"]),
         _breakdown(results["http"]),

@@ -64,7 +64,8 @@ def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
         assert 0 < scenario["rss_peak_mb"] <= scenario["rss_hwm_mb"] + 1
         if scenario["server"] == "service":
             split = scenario["breakdown_c1"]
-            assert 0 < split["decode_ms"] + split["inference_ms"] <= split["total_ms"] <= split["client_ms"]
+            assert split["decode_ms"] > 0 and split["inference_ms"] > 0
+            assert split["total_ms"] <= split["client_ms"]  # per request the client's clock wraps the server's
         for level in scenario["levels"]:
             allowed = {"200", "503"} if "small queue" in scenario["name"] else {"200"}
             assert set(level["statuses"]) <= allowed, (scenario["name"], level["statuses"])
@@ -84,7 +85,14 @@ def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
     assert len(results["targets"]) == 14 and all(t["measured"] is not None for t in results["targets"])
     assert {t["basis"] for t in results["targets"]} == {"measured", "cpu-normalised"}
     report = (out / "report.md").read_text()
-    headings = ("## Headline", "## Targets", "## Model latency", "## HTTP load", "## Where the milliseconds go")
+    headings = (
+        "## Headline",
+        "## Targets",
+        "## Why",
+        "## Model latency",
+        "## HTTP load",
+        "## Where the milliseconds go",
+    )
     for heading in (*headings, "## Cold start", "## Machine"):
         assert heading in report
     assert (out / "latency_vs_concurrency.png").read_bytes().startswith(b"\x89PNG")
