@@ -207,24 +207,28 @@ def plot_latency(http: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
     for s in http["scenarios"]:
         levels = [lv for lv in s["levels"] if lv["image"] == "png512"]
         if len(levels) < 2:
             continue
         xs = [lv["concurrency"] for lv in levels]
-        line = left.plot(xs, [lv["latency_ms"]["p50"] for lv in levels], marker="o", label=f"{s['name']} p50")[0]
+        line = left.plot(xs, [lv["latency_ms"]["p50"] for lv in levels], marker="o", label=s["name"])[0]
         left.plot(xs, [lv["latency_ms"]["p99"] for lv in levels], marker="x", ls="--", color=line.get_color())
-        right.plot(xs, [lv["throughput_rps"] for lv in levels], marker="o", label=s["name"], color=line.get_color())
+        middle.plot(xs, [lv["throughput_rps"] for lv in levels], marker="o", color=line.get_color())
+        right.plot(xs, [lv["server_cpu_ms_per_request"] for lv in levels], marker="o", color=line.get_color())
     left.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="latency ms (p50 solid, p99 dashed)")
-    right.set(xscale="log", xlabel="concurrency", ylabel="requests/s (200 answers)")
-    for ax in (left, right):
+    middle.set(xscale="log", xlabel="concurrency", ylabel="requests/s (200 answers)", ylim=(0, None))
+    right.set(xscale="log", xlabel="concurrency", ylabel="server CPU ms per request", ylim=(0, None))
+    for ax in (left, middle, right):
         ax.set_xticks([1, 4, 16, 64], labels=["1", "4", "16", "64"])
         ax.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=7)
-    fig.suptitle("512x512 PNG over loopback, 2-core machine")
+    other = sorted(lv["other_cpu_cores"] for s in http["scenarios"] for lv in s["levels"])
+    busy = f"; other processes used a median {other[len(other) // 2]:.2f} CPUs meanwhile" if other else ""
+    fig.suptitle(f"512x512 PNG over loopback, 2-CPU machine{busy}")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
