@@ -273,7 +273,8 @@ def _lesion_centre(rng, label, lung, hila, r) -> tuple[float, float]:
     # Adenocarcinoma and large cell carcinoma favour the periphery, squamous cell the hilum.
     n = lung.shape[0]
     depth = ndimage.distance_transform_edt(lung) / (n / 2)
-    iy, ix = np.nonzero(depth > 0.6 * r)
+    # Peripheral masses sit a radius deep at least, wholly inside the lung; a hilar one may touch the hilum.
+    iy, ix = np.nonzero(depth > (0.6 if label == "squamous_cell_carcinoma" else 1.0) * r)
     if label == "squamous_cell_carcinoma":
         dist = np.min([np.hypot(ix - hx, iy - hy) for hx, hy in hila], axis=0) / (n / 2)
         weight = np.exp(-((dist / 0.08) ** 2))
