@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
+
+from training import atomic
 
 
 class CamHead(nn.Module):
@@ -103,10 +106,9 @@ def load_body_weights(model: ChestNet, source: str) -> str:
 def save_checkpoint(model: ChestNet, path: Path, labels: list[str], task: str, hparams: dict) -> None:
     """The trained model as a plain state dict plus what is needed to rebuild it (weights_only-safe)."""
     payload = {"state_dict": model.state_dict(), "labels": labels, "task": task, "hparams": hparams}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic.write_bytes(path, buffer.getvalue())  # a killed run leaves the old checkpoint or none
 
 
 def load_checkpoint(path: Path) -> tuple[ChestNet, dict]:
