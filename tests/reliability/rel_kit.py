@@ -1,0 +1,353 @@
+"""Reliability kit: `python -m service` as a process we can measure, and a light HTTP/1.1 load client.
+
+The client is raw asyncio streams, not httpx: on a 2-CPU machine the load generator shares the CPUs
+with the server, so it has to cost little per request. It reports every transport failure (reset,
+refused, closed early, timeout) as such, which is what the overload and drain checks count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+LEAKS = (
+    "Traceback",
+    "site-packages",
+    ".py",
+    "/work",
+    "/home",
+    "/usr/",
+    "/tmp",
+    "\\",
+    "PIL",
+    "Pillow",
+    "onnx",
+    "numpy",
+    "litestar",
+    "msgspec",
+    "uvicorn",
+    "h11",
+    "zlib",
+    "libjpeg",
+    "Errno",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(model_dir: Path, **env: str) -> dict[str, str]:
+    """The environment for `python -m service`: ours, minus any service settings of the caller."""
+    from service.settings import ENV_VARS
+
+    full = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    full.update({"MODEL_DIR": str(model_dir), "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env})
+    return full
+
+
+class Proc:
+    """`python -m service` on a free loopback port; its RSS and open files readable from /proc."""
+
+    def __init__(self, model_dir: Path, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO,
+            env=service_env(model_dir, **env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.output()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready in {timeout}s: {self.output()[-2000:]}")
+
+    def alive_and_ready(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        try:
+            return httpx.get(self.url + "/health/ready", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.pid)
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class Sampler:
+    """Samples a process's RSS (MB) every `every` seconds in a thread, for peaks during a run."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        self.pid, self.every = pid, every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(rss_mb(self.pid))
+            except (OSError, AssertionError):
+                return
+            self._stop.wait(self.every)
+
+    @property
+    def peak(self) -> float:
+        return max(self.samples, default=0.0)
+
+
+# --- the load client -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    status: int  # 0 when no response came back
+    latency: float
+    started: float  # seconds since the run began
+    error: str = ""  # transport failure: reset | refused | closed | timeout | ...
+    retry_after: str | None = None
+    content_type: str = ""
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def encode(self, host: str) -> bytes:
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(self.body)}"]
+        lines += [f"{k}: {v}" for k, v in self.headers]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+def image_call(data: bytes, path: str = "/v1/predict", content_type: str = "image/png") -> Call:
+    return Call("POST", path, data, (("Content-Type", content_type),))
+
+
+class Client:
+    """Keep-alive HTTP/1.1 connections to one server, opened on demand and reused when idle.
+
+    Like httpx and browsers, an idle connection is dropped after `keepalive_s` (kept under the
+    server's KEEPALIVE_S, 5 s by default) or once the server has closed it; reusing one the server
+    closed a moment before is the keep-alive race every client must handle, not a server fault.
+    """
+
+    def __init__(self, port: int, timeout: float = 30.0, keepalive_s: float = 4.0, pool: int | None = None) -> None:
+        self.port, self.timeout, self.keepalive_s = port, timeout, keepalive_s
+        self.host = f"127.0.0.1:{port}"
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        # At most `pool` connections, as a proxy's upstream pool: further calls wait their turn (and
+        # that wait counts in their latency). None: a new connection whenever none is idle.
+        self._slots = asyncio.Semaphore(pool) if pool else None
+        self.opened = 0
+
+    def _reusable(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = time.perf_counter()
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if now - since < self.keepalive_s and not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.transport.abort()
+        return None
+
+    async def call(self, call: Call, t0: float = 0.0) -> Result:
+        if self._slots is None:
+            return await self._call(call, t0, time.perf_counter())
+        started = time.perf_counter()
+        async with self._slots:
+            return await self._call(call, t0, started)
+
+    async def _call(self, call: Call, t0: float, started: float) -> Result:
+        conn = self._reusable()
+        try:
+            if conn is None:
+                conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), self.timeout)
+                self.opened += 1
+            reader, writer = conn
+            writer.write(call.encode(self.host))
+            status, headers, body = await asyncio.wait_for(_read_response(reader), self.timeout)
+        except Exception as exc:  # every transport failure is a finding, named by its type
+            if conn is not None:
+                conn[1].transport.abort()
+            return Result(0, time.perf_counter() - started, started - t0, _error_name(exc))
+        if headers.get("connection", "").lower() == "close":
+            writer.transport.abort()
+        else:
+            self._idle.append((reader, writer, time.perf_counter()))
+        return Result(
+            status,
+            time.perf_counter() - started,
+            started - t0,
+            retry_after=headers.get("retry-after"),
+            content_type=headers.get("content-type", ""),
+            body=body,
+        )
+
+    def close(self) -> None:
+        for _, writer, _ in self._idle:
+            writer.transport.abort()
+        self._idle.clear()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            body += await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "closed"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
+async def closed_loop(client: Client, calls: Callable[[int], Call], workers: int, seconds: float) -> list[Result]:
+    """`workers` callers, each sending its next request when the last one answers."""
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    results: list[Result] = []
+
+    async def worker() -> None:
+        i = 0
+        while time.perf_counter() < end:
+            results.append(await client.call(calls(i), t0))
+            i += 1
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return results
+
+
+async def open_loop(
+    client: Client, calls: Callable[[int], Call], rate: Callable[[float], float], seconds: float
+) -> list[Result]:
+    """Requests arrive at `rate(t)` per second whatever the answers do (that is what overload is)."""
+    t0 = time.perf_counter()
+    tasks: list[asyncio.Task[Result]] = []
+    next_at, i = 0.0, 0
+    while next_at < seconds:
+        delay = t0 + next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(client.call(calls(i), t0)))
+        i += 1
+        next_at += 1.0 / max(rate(next_at), 0.1)
+    return list(await asyncio.gather(*tasks))
+
+
+# --- summaries -----------------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Tally:
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, results: Iterable[Result]) -> Tally:
+        tally = cls()
+        for r in results:
+            if r.error:
+                tally.errors[r.error] = tally.errors.get(r.error, 0) + 1
+            else:
+                tally.statuses[r.status] = tally.statuses.get(r.status, 0) + 1
+        return tally
+
+
+def leaks_in(text: str) -> list[str]:
+    """The internal names or paths an error body must never carry."""
+    return [leak for leak in LEAKS if leak.lower() in text.lower()]
