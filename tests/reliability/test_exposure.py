@@ -5,10 +5,13 @@ open (as documented); the key shows up nowhere; no secret is tracked in git or s
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
 import subprocess
+import tarfile
 from fnmatch import fnmatch
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pytest
@@ -117,3 +120,50 @@ def test_the_image_gets_no_secret() -> None:
     context = [p for rule in allowed for p in (REPO.glob(rule + "/**/*") if (REPO / rule).is_dir() else [REPO / rule])]
     assert not any(fnmatch(rule, pattern) for rule in allowed for pattern in (".env*", ".git*", "*.db", "data*"))
     assert _scan([p for p in context if p.is_file() and p.suffix not in (".onnx", ".whl")]) == []
+
+
+IMAGE = "localhost/chest-cancer-net:smoke"  # built by tests/deploy/test_image_smoke.py
+FORBIDDEN_IN_IMAGE = (".git", ".env", "mlflow.db", "optuna.db", ".netrc", "id_rsa", "params.yaml", "dvc.yaml")
+
+
+@pytest.mark.slow
+def test_the_built_image_carries_no_secret(tmp_path: Path) -> None:
+    """The image itself: no secret-like variable or build argument, no repo, data or credential file,
+    no secret in /app. Runs where tests/deploy has built the smoke image with podman."""
+    if not shutil.which("podman"):
+        pytest.skip("no podman here")
+    if subprocess.run(["podman", "image", "exists", IMAGE]).returncode != 0:
+        pytest.skip(f"no {IMAGE} (tests/deploy/test_image_smoke.py builds it)")
+    config = json.loads(subprocess.run(["podman", "image", "inspect", IMAGE], capture_output=True, check=True).stdout)
+    env = config[0]["Config"].get("Env") or []
+    assert not [e for e in env if re.match(r"(?i)[A-Z_]*(KEY|SECRET|TOKEN|PASSWORD)[A-Z_]*=", e)], env
+    history = subprocess.run(
+        ["podman", "history", "--no-trunc", "--format", "{{.CreatedBy}}", IMAGE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert not re.search(r"(?i)(API_KEY|SECRET|TOKEN|PASSWORD)=\S", history)
+    container = subprocess.run(["podman", "create", IMAGE], capture_output=True, text=True, check=True).stdout.strip()
+    archive = tmp_path / "image.tar"
+    try:
+        subprocess.run(["podman", "export", "-o", str(archive), container], check=True, timeout=300)
+    finally:
+        subprocess.run(["podman", "rm", "-f", container], capture_output=True)
+    found, scanned = [], []
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            name = PurePosixPath(member.name)
+            key_like = name.suffix in (".pem", ".key", ".crt")  # public CA certificates are fine: read them
+            if any(part in FORBIDDEN_IN_IMAGE for part in name.parts) or (
+                not key_like and any(fnmatch(name.name, pattern) for pattern in SECRET_FILES)
+            ):
+                found.append(member.name)
+            in_app = name.parts[:1] == ("app",) and name.suffix not in (".onnx", ".pyc")
+            if member.isfile() and (in_app or key_like):
+                target = tmp_path / "fs" / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(tar.extractfile(member).read())
+                scanned.append(target)
+    assert found == [], found
+    assert scanned and [f for f in _scan(scanned) if "file name" not in f] == []
