@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup up model serve test test-fast lint system-deps image clean
+.PHONY: setup up model serve test test-fast lint system-deps bench image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/shellcheck deploy/*.sh deploy/ec2/*.sh .ci/run
+
+# The full benchmark (model latency + HTTP load + cold start); writes benchmarks/results/.
+bench: setup
+	$(BIN)/python -m benchmarks
 
 # Build the runtime image with podman and smoke-test it (root; see deploy/README.md).
 image:
