@@ -47,3 +47,6 @@ def configure_logging(log_format: str, level: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Library warnings (e.g. Pillow on a malformed EXIF block) become log records in the same format,
+    # not bare lines with source paths on stderr.
+    logging.captureWarnings(True)

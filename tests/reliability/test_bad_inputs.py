@@ -4,6 +4,7 @@ leak in the error body, and the same worker alive and ready after every case."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def test_bad_input(server: Proc, case) -> None:
 
 
 def test_no_unhandled_error_was_logged(server: Proc) -> None:
-    """Runs after the corpus (file order): nothing reached the catch-all 500 handler."""
+    """Runs after the corpus (file order): nothing reached the catch-all 500 handler, and every log
+    line (library warnings included) is one JSON object."""
     log = server.output()
     assert '"msg":"unhandled error"' not in log and "Traceback" not in log, log[-3000:]
+    for line in log.splitlines():
+        assert isinstance(json.loads(line), dict), line
