@@ -80,6 +80,58 @@ class ExplainOperation(SingleImageOperation):
             ok.description = "PNG heatmap overlay by default; the numbers with `Accept: application/json`"
 
 
+def _object(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    return Schema(type=OpenAPIType.OBJECT, properties=properties, required=required)
+
+
+_SCALAR = Schema(type=[OpenAPIType.STRING, OpenAPIType.NUMBER, OpenAPIType.BOOLEAN])
+_ANY_OBJECT = Schema(type=OpenAPIType.OBJECT, additional_properties=_SCALAR)
+_INFER_INPUT = _object(
+    {
+        "name": Schema(type=OpenAPIType.STRING),
+        "shape": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.INTEGER), max_items=8),
+        "datatype": Schema(type=OpenAPIType.STRING, description="FP32 (preprocessed) or BYTES (base64 images)"),
+        "data": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(type=[OpenAPIType.NUMBER, OpenAPIType.STRING]),
+            description="FP32: numbers, flat (row-major; nested arrays are accepted too); BYTES: base64 strings",
+        ),
+        "parameters": _ANY_OBJECT,
+    },
+    required=["name", "shape", "datatype", "data"],
+)
+_INFER_REQUEST = _object(
+    {
+        "inputs": Schema(type=OpenAPIType.ARRAY, items=_INFER_INPUT, max_items=8),
+        "id": Schema(one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)]),
+        "parameters": _ANY_OBJECT,
+        "outputs": Schema(
+            one_of=[
+                Schema(
+                    type=OpenAPIType.ARRAY,
+                    items=_object({"name": Schema(type=OpenAPIType.STRING), "parameters": _ANY_OBJECT}, ["name"]),
+                    max_items=8,
+                ),
+                Schema(type=OpenAPIType.NULL),
+            ]
+        ),
+    },
+    required=["inputs"],
+)
+
+
+@dataclass
+class InferOperation(Operation):
+    """The OIP infer body, decoded by hand (service.oip) so that tensor data stays raw until checked."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="Open Inference Protocol request: one FP32 or BYTES input tensor.",
+            content={"application/json": OpenAPIMediaType(schema=_INFER_REQUEST)},
+        )
+
+
 def openapi_config(title: str, version: str, with_api_key: bool) -> OpenAPIConfig:
     schemes = {"apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}
     return OpenAPIConfig(

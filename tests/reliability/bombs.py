@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 
 from tests.reliability.corpus import chunk, jpeg_claiming, png, png_header_only, png_text_bomb
+from tests.reliability.rel_kit import Call, image_call
 
 
 def png_pixel_bomb(side: int = 12_000) -> bytes:
@@ -25,11 +26,21 @@ def png_icc_bomb() -> bytes:
     return body[:33] + icc + body[33:]
 
 
-def bombs() -> list[bytes]:
-    return [
+def bombs() -> list[Call]:
+    images = [
         png_header_only(65535, 65535),
         jpeg_claiming(65500, 65500),
         png_pixel_bomb(),
         png_text_bomb(),
         png_icc_bomb(),
     ]
+    return [image_call(data) for data in images]
+
+
+def json_number_flood(body_bytes: int, size: int) -> Call:
+    """An OIP request for one image whose FP32 data runs to `body_bytes` of numbers: parsed into Python
+    floats, each 4 bytes of text would take 24+ bytes of memory (and a pointer)."""
+    head = f'{{"inputs":[{{"name":"image","shape":[1,1,{size},{size}],"datatype":"FP32","data":['
+    count = (body_bytes - len(head) - 8) // 4
+    body = (head + "0.1," * (count - 1) + "0.1]}]}").encode()
+    return Call("POST", "/v2/models/chest-cancer-net/infer", body, (("Content-Type", "application/json"),))

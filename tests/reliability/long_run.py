@@ -20,8 +20,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
 from service.settings import Settings, available_cpus
-from tests.reliability.bombs import bombs
+from tests.reliability.bombs import bombs, json_number_flood
 from tests.reliability.corpus import cases
 from tests.reliability.rel_kit import REPO, Proc, image_call
 from tests.reliability.scenarios import (
@@ -164,6 +166,22 @@ def bombs_step(run: Run) -> dict:
     run.check("bombs: RSS under 500 MB", result["rss_peak_mb"] < 500, result["rss_peak_mb"])
     run.check("bombs: worker alive", result["worker_alive"])
     return result
+
+
+def json_flood_step(run: Run) -> dict:
+    body = Settings().max_body_bytes - 1024
+    proc = run.server("json-flood")
+    try:
+        size = httpx.get(proc.url + "/v1/model").json()["input"]["size"]
+        result = bomb_storm(proc, [json_number_flood(body, size)], total=256, concurrency=64)
+    finally:
+        proc.stop()
+    growth = result["rss_peak_mb"] - result["rss_before_mb"]
+    run.check("JSON number flood: all refused", result["tally"]["statuses"] == {400: 256}, result["tally"])
+    run.check(
+        "JSON number flood: memory grows less than 3x the bodies in flight", growth < 3 * 64 * body / 2**20, growth
+    )
+    return {"body_mb": round(body / 2**20, 1), **result}
 
 
 def drain_step(run: Run, call) -> dict:
@@ -318,6 +336,13 @@ def markdown(data: dict) -> str:
         b = f["bombs"]
         row("bombs sent / refused", f"{b['bombs']} ({b['kinds']} kinds, {b['concurrency']} at once) / {b['refused']}")
         row("RSS before / peak / after bombs", f"{b['rss_before_mb']} / {b['rss_peak_mb']} / {b['rss_after_mb']} MB")
+    if "json flood" in f and "bombs" in f["json flood"]:
+        j = f["json flood"]
+        row(
+            "OIP number floods sent / refused",
+            f"{j['bombs']} bodies of {j['body_mb']} MB, {j['concurrency']} at once / {j['tally']['statuses']}",
+        )
+        row("RSS before / peak during the floods", f"{j['rss_before_mb']} / {j['rss_peak_mb']} MB")
     if "drain" in f and "tally" in f["drain"]:
         d = f["drain"]
         row(
@@ -392,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         run.step("fuzz", fuzz_step, run, args.fuzz_s)
         run.step("overload", overload_step, run, call, args.overload_hold_s)
         run.step("bombs", bombs_step, run)
+        run.step("json flood", json_flood_step, run)
         run.step("drain", drain_step, run, call)
         run.step("slow clients", slow_step, run, call)
         run.step("model faults", faults_step, run)

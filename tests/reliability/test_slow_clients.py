@@ -70,3 +70,15 @@ def test_requests_past_the_limit_get_json_503_and_probes_stay_up(serve, tiny_mod
     assert [p.status_code for p in probes] == [200, 200, 200]
     assert [h["status"] for h in held] == [408] * 4
     assert [r.status for r in after] == [200] * 3
+
+
+def test_a_slow_json_body_to_the_oip_route_gets_408(serve, tiny_models: Path) -> None:
+    """The OIP body is read under the same deadline as uploads (Litestar's own body parsing had none:
+    a trickled JSON body held its request open for as long as the client liked)."""
+    proc = serve(tiny_models, REQUEST_TIMEOUT_S="1")
+    head = (
+        b"POST /v2/models/chest-cancer-net/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100000\r\n\r\n{"
+    )
+    held = asyncio.run(_until_closed(proc.port, head, b" ", 0.3, 10.0))
+    assert held["status"] == 408 and held["held_s"] < 3.0, held
