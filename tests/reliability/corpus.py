@@ -282,7 +282,9 @@ def cases(max_body_bytes: int, max_pixels: int, max_batch_files: int) -> list[Ca
         Case("OIP: unknown model", 404, oip_call({"inputs": []}, "/v2/models/..%2F..%2Fetc/infer")),
         Case("unknown route", 404, Call("GET", "/v1/../../etc/passwd")),
         Case("wrong method", 405, Call("DELETE", "/v1/predict")),
-        Case("70 KB URL in one piece", 404, raw=b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        # Under uvicorn's 16 KiB head limit: an unknown route. (A longer head is cut off when it arrives
+        # in pieces, 400 or a reset depending on timing: tests/service/test_server.py covers that.)
+        Case("12 KB URL", 404, raw=b"GET /" + b"a" * 12_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
         Case("malformed request line", 400, raw=b"BLAH\x00\x01 / HTTP/9.9\r\n\r\n", json_error=False),
     ]
     return out
