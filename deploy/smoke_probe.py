@@ -1,7 +1,7 @@
 """HTTP checks for deploy/smoke_image.sh (standard library only, run on the host).
 
-    python3 deploy/smoke_probe.py ready URL T0 TIMEOUT     waits for /health/ready, prints seconds since T0
-    python3 deploy/smoke_probe.py predict URL IMAGE        predicts IMAGE, checks /metrics counted it
+python3 deploy/smoke_probe.py ready URL T0 TIMEOUT     waits for /health/ready, prints seconds since T0
+python3 deploy/smoke_probe.py predict URL IMAGE        predicts IMAGE, checks /metrics counted it
 """
 
 from __future__ import annotations

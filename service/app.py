@@ -102,7 +102,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    app.asgi_handler = HttpObserver(RequestLimit(app.asgi_handler, settings.max_connections, metrics), metrics)
+    limit = RequestLimit(
+        app.asgi_handler,
+        settings.max_connections,
+        metrics,
+        body_budget=settings.max_inflight_body_bytes,
+        max_body=settings.max_body_bytes,
+    )
+    app.asgi_handler = HttpObserver(limit, metrics)
     return app
 
 

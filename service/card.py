@@ -135,9 +135,7 @@ def read_verified(model_dir: Path, card: ModelCard, variant: str) -> bytes:
         raise CardError(f"model file not found: {path}") from None
     digest = sha256_bytes(data)
     if digest != entry.sha256:
-        raise CardError(
-            f"model file {path} does not match its card: sha256 {digest[:12]}… != {entry.sha256[:12]}…"
-        )
+        raise CardError(f"model file {path} does not match its card: sha256 {digest[:12]}… != {entry.sha256[:12]}…")
     return data
 
 

@@ -11,6 +11,11 @@ into a plain-text 503. Here instead:
 - `RequestLimit`: at most MAX_CONNECTIONS requests in progress; past that a request gets our JSON 503
   with Retry-After at once. Connections still sending headers do not count, and health and metrics
   probes are never refused.
+- It also bounds the request bodies in memory at once: each admitted request reserves its
+  Content-Length (a chunked body, whose size is unknown, reserves MAX_BODY_BYTES) from
+  MAX_INFLIGHT_BODY_BYTES, and a request that does not fit gets the same 503. A refused request's
+  body is never read into memory: uvicorn reads and drops it after the answer, so the client still gets
+  its 503 on a connection that stays usable.
 """
 
 from __future__ import annotations
@@ -72,34 +77,61 @@ def header_deadline_protocol(timeout_s: float) -> type[HeaderDeadlineProtocol]:
     return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout_s": timeout_s})
 
 
-class RequestLimit:
-    """ASGI layer: refuse requests past `limit` in progress with our JSON 503 and Retry-After."""
+def body_reservation(scope: Any, max_body: int) -> int:
+    """Bytes a request's body may occupy: its Content-Length (capped at `max_body`, past which the app
+    answers 413 without reading it), `max_body` for a chunked body, 0 for none."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return min(max(int(value), 0), max_body)
+            except ValueError:
+                return max_body  # malformed: h11 refuses it before us, but never reserve less than the worst
+        if name == b"transfer-encoding":
+            return max_body
+    return 0
 
-    def __init__(self, app: Any, limit: int, metrics: Metrics) -> None:
+
+class RequestLimit:
+    """ASGI layer: refuse requests past `limit` in progress, or whose body does not fit in what is left of
+    `body_budget`, with our JSON 503 and Retry-After."""
+
+    def __init__(
+        self, app: Any, limit: int, metrics: Metrics, *, body_budget: int | None = None, max_body: int = 0
+    ) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
+        self.body_budget = body_budget
+        self.max_body = max_body
         self.active = 0
+        self.body_bytes = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, "too many requests in progress; retry shortly")
+            return
+        reserved = body_reservation(scope, self.max_body) if self.body_budget is not None else 0
+        # One request is always admitted when nothing else holds the budget, whatever its size.
+        if reserved and self.body_bytes and self.body_bytes + reserved > self.body_budget:
+            await self._refuse(scope, send, "too many request bodies in memory; retry shortly")
             return
         self.active += 1
+        self.body_bytes += reserved
         try:
             await self.app(scope, receive, send)
         finally:
             self.active -= 1
+            self.body_bytes -= reserved
 
-    async def _refuse(self, scope: Any, send: Any) -> None:
+    async def _refuse(self, scope: Any, send: Any, detail: str) -> None:
         self.metrics.errors.labels("overloaded").inc()
         body = msgspec.json.encode(
             ErrorBody(
                 error="overloaded",
-                detail="too many requests in progress; retry shortly",
+                detail=detail,
                 request_id=scope.get("state", {}).get("request_id", ""),
             )
         )

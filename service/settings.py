@@ -43,6 +43,9 @@ class Settings:
     drain_timeout_s: float = 10.0  # SIGTERM: time in-flight work gets to finish
     drain_grace_s: float = 0.0  # SIGTERM: time to keep serving while reporting not ready
     max_connections: int = 64  # requests in progress (probes excepted) before a JSON 503; see connections.py
+    # Request bodies admitted at once, counted by Content-Length (a chunked body counts as MAX_BODY_BYTES):
+    # 64 bodies of 8 MiB in flight took the process past 900 MB, which a 1 GiB host cannot give.
+    max_inflight_body_bytes: int = 64 * 1024 * 1024
     keepalive_s: float = 5.0
     header_timeout_s: float = 5.0  # a connection's request headers must arrive within this
 
@@ -61,7 +64,13 @@ class Settings:
             except ValueError as exc:
                 shown = var if var in _SECRET else f"{var}={raw!r}"  # never echo a secret
                 raise SettingsError(f"{shown} is invalid: {exc}") from None
-        return cls(**values)
+        settings = cls(**values)
+        if settings.max_inflight_body_bytes < settings.max_body_bytes:
+            raise SettingsError(
+                "MAX_INFLIGHT_BODY_BYTES must be at least MAX_BODY_BYTES "
+                f"({settings.max_inflight_body_bytes} < {settings.max_body_bytes}): no full-size body could be admitted"
+            )
+        return settings
 
     def describe(self) -> dict[str, Any]:
         """For the start-up log line: every setting, the API key only as set/unset."""
@@ -151,6 +160,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "drain_timeout_s": ("DRAIN_TIMEOUT_S", _float(0.0, 600.0)),
     "drain_grace_s": ("DRAIN_GRACE_S", _float(0.0, 600.0)),
     "max_connections": ("MAX_CONNECTIONS", _int(1, 100_000)),
+    "max_inflight_body_bytes": ("MAX_INFLIGHT_BODY_BYTES", _int(1024, 1024**4)),
     "keepalive_s": ("KEEPALIVE_S", _float(0.1, 600.0)),
     "header_timeout_s": ("HEADER_TIMEOUT_S", _float(0.1, 600.0)),
 }

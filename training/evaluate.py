@@ -37,8 +37,15 @@ def evaluate(logits_val, y_val, logits_test, y_test, labels, rule: str, rounds: 
     test = bootstrap_intervals(y_test != normal, scores, threshold, rounds, seed, extra)
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
     np.add.at(matrix, (y_test, decided), 1)
-    return {"threshold": threshold, "threshold_rule": rule, "test": test, "confusion": matrix.tolist(),
-            "labels": labels, "n_test": int(len(y_test)), "n_val": int(len(y_val))}
+    return {
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "test": test,
+        "confusion": matrix.tolist(),
+        "labels": labels,
+        "n_test": int(len(y_test)),
+        "n_val": int(len(y_val)),
+    }
 
 
 def write_reports(result: dict, y_test, scores, decided, labels) -> None:
@@ -46,8 +53,9 @@ def write_reports(result: dict, y_test, scores, decided, labels) -> None:
     positive = y_test != labels.index(NORMAL)
     fpr, tpr, _ = roc_curve(positive, scores)
     atomic.write_json(ROC_JSON, [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)])
-    atomic.write_json(CONFUSION_JSON, [{"actual": labels[a], "predicted": labels[p]}
-                                       for a, p in zip(y_test, decided, strict=True)])
+    atomic.write_json(
+        CONFUSION_JSON, [{"actual": labels[a], "predicted": labels[p]} for a, p in zip(y_test, decided, strict=True)]
+    )
     plots.roc(fpr, tpr, roc_auc(positive, scores), ROC_PNG)
     plots.confusion_matrix(np.array(result["confusion"]), labels, CONFUSION_PNG)
 

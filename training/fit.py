@@ -93,9 +93,16 @@ def predict(model: ChestNet, x: np.ndarray, device: torch.device, batch: int = 6
 
 
 def fit(
-    model: ChestNet, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-    hp: HParams, epochs: int, seed: int, device: torch.device, num_labels: int,
-    patience: int | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+    model: ChestNet,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    hp: HParams,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    num_labels: int,
+    patience: int | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[ChestNet, History]:
     """Train and return the model at its best validation loss (a copy), with the per-epoch history."""
     torch.manual_seed(seed)

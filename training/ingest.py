@@ -126,15 +126,26 @@ def write_prepared(found, assignment, data: Data, labels, skipped, out: Path = P
     for digest in sorted(found, key=lambda d: found[d]["source"]):
         item = found[digest]
         width, height = item["image"].size
-        records.append({
-            "sha256": digest, "source": item["source"], "label": item["label"],
-            "split": assignment[digest], "file": f"images/{digest}.png", "width": width, "height": height,
-        })
-    counts = {s: {lab: sum(r["split"] == s and r["label"] == lab for r in records) for lab in labels}
-              for s in SPLITS}
+        records.append(
+            {
+                "sha256": digest,
+                "source": item["source"],
+                "label": item["label"],
+                "split": assignment[digest],
+                "file": f"images/{digest}.png",
+                "width": width,
+                "height": height,
+            }
+        )
+    counts = {s: {lab: sum(r["split"] == s and r["label"] == lab for r in records) for lab in labels} for s in SPLITS}
     manifest = {
-        "task": data.task, "labels": labels, "source": data.source, "source_root": source_root(data.source),
-        "records": records, "counts": counts, "skipped": dict(sorted(skipped.items())),
+        "task": data.task,
+        "labels": labels,
+        "source": data.source,
+        "source_root": source_root(data.source),
+        "records": records,
+        "counts": counts,
+        "skipped": dict(sorted(skipped.items())),
     }
 
     def build(tmp: Path) -> None:

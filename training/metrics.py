@@ -90,9 +90,7 @@ def bootstrap_intervals(
     point = metrics_at(np.arange(len(positive)))
     samples: dict[str, list[float]] = {name: [] for name in point}
     for _ in range(rounds):
-        indices = np.concatenate(
-            [rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))]
-        )
+        indices = np.concatenate([rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))])
         for name, value in metrics_at(indices).items():
             samples[name].append(value)
     return {

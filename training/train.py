@@ -24,12 +24,24 @@ def main() -> None:
     mlflow = configure()
     with stage_run("train", {"train": params.raw["train"], "hparams": hp.as_dict()}):
         model, history = fit(
-            model, train, val, hp, params.train.epochs, params.train.seed, device, len(meta["labels"]),
+            model,
+            train,
+            val,
+            hp,
+            params.train.epochs,
+            params.train.seed,
+            device,
+            len(meta["labels"]),
             patience=params.train.patience,
             on_epoch=lambda epoch, row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
         )
-        save_checkpoint(model.cpu(), MODEL, meta["labels"], meta["task"],
-                        {**hp.as_dict(), "best_epoch": history.best_epoch, "device": device.type})
+        save_checkpoint(
+            model.cpu(),
+            MODEL,
+            meta["labels"],
+            meta["task"],
+            {**hp.as_dict(), "best_epoch": history.best_epoch, "device": device.type},
+        )
         atomic.write_json(CURVES, history.epochs)
         training_curves(history.epochs, CURVES_PNG)
         mlflow.log_metrics({"best_epoch": history.best_epoch, "best_val_loss": history.best_val_loss})

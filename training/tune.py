@@ -46,8 +46,11 @@ def main() -> None:
     device = pick_device(params.train.device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name(params), storage=f"sqlite:///{STUDY_DB}", load_if_exists=True,
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=space.seed),
+        study_name=study_name(params),
+        storage=f"sqlite:///{STUDY_DB}",
+        load_if_exists=True,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=space.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
     mlflow = configure()
@@ -57,6 +60,7 @@ def main() -> None:
         hp = suggest(trial, space)
         model, meta = load_checkpoint(BASE_MODEL)
         with stage_run(f"trial-{trial.number}", hp.as_dict(), nested=True):
+
             def report(epoch: int, row: dict) -> None:
                 mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 trial.report(row["val_loss"], epoch)
@@ -64,8 +68,17 @@ def main() -> None:
                     mlflow.set_tag("pruned", "true")
                     raise optuna.TrialPruned()
 
-            _, history = fit(model, train, val, hp, space.epochs, space.seed + trial.number, device,
-                             len(meta["labels"]), on_epoch=report)
+            _, history = fit(
+                model,
+                train,
+                val,
+                hp,
+                space.epochs,
+                space.seed + trial.number,
+                device,
+                len(meta["labels"]),
+                on_epoch=report,
+            )
         return history.best_val_loss
 
     with stage_run("tune", {"tune": params.raw["tune"]}):
@@ -75,8 +88,16 @@ def main() -> None:
         best = study.best_trial
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
         mlflow.log_metric("best_val_loss", best.value)
-    atomic.write_json(BEST_PARAMS, {"params": best.params, "val_loss": best.value, "trial": best.number,
-                                    "study": study.study_name, "trials": len(study.trials)})
+    atomic.write_json(
+        BEST_PARAMS,
+        {
+            "params": best.params,
+            "val_loss": best.value,
+            "trial": best.number,
+            "study": study.study_name,
+            "trials": len(study.trials),
+        },
+    )
     print(f"tune: best trial {best.number} val_loss {best.value:.4f} params {best.params}")
 
 

@@ -73,8 +73,9 @@ def test_compose_config_is_valid() -> None:
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("no docker compose plugin here (the structure is checked above)")
-    result = subprocess.run([docker, "compose", "--profile", "monitoring", "config", "--quiet"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [docker, "compose", "--profile", "monitoring", "config", "--quiet"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -82,9 +83,7 @@ def exposed_names() -> set[str]:
     """Every sample name the service's /metrics can show, from its own registry."""
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
     return {
-        family.name + suffix
-        for family in Metrics().registry.collect()
-        for suffix in suffixes.get(family.type, ("",))
+        family.name + suffix for family in Metrics().registry.collect() for suffix in suffixes.get(family.type, ("",))
     }
 
 
@@ -103,8 +102,15 @@ def test_dashboard_and_alerts_use_only_metrics_the_service_exposes() -> None:
 
 def test_dashboard_has_the_panels_asked_for() -> None:
     titles = " | ".join(p["title"].lower() for p in DASHBOARD["panels"])
-    for needed in ("p50 / p95 / p99", "throughput", "errors by code", "queue depth", "batch size",
-                   "predictions by label", "p(not normal) distribution"):
+    for needed in (
+        "p50 / p95 / p99",
+        "throughput",
+        "errors by code",
+        "queue depth",
+        "batch size",
+        "predictions by label",
+        "p(not normal) distribution",
+    ):
         assert needed in titles
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
     uid = datasource["datasources"][0]["uid"]

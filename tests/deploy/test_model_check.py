@@ -27,7 +27,9 @@ def write_models(folder: Path) -> Path:
 def check(src: Path, dest: Path, variant: str = "int8") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "check_models.py"), "--variant", variant, str(src), str(dest)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -28,13 +28,20 @@ class Host:
     def release(self, sha: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", str(ROOT / "deploy" / "release.sh"), REPO, sha],
-            env=self.env, capture_output=True, text=True, timeout=60,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def deploy(self, sha: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["bash", str(ROOT / "deploy" / "deploy.sh"), sha],
-            env=self.env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
 
     def running(self) -> str:

@@ -148,3 +148,31 @@ def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -
     finally:
         for sock in held:
             sock.close()
+
+
+def test_request_bodies_in_memory_are_bounded(model_dir: Path, start_server) -> None:
+    server = start_server(model_dir, MAX_BODY_BYTES="100000", MAX_INFLIGHT_BODY_BYTES="150000", REQUEST_TIMEOUT_S="5")
+    server.wait_ready()
+    image = png_bytes()
+    big_body = image + b"\0" * (100_000 - len(image))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as holder:
+        # A request in progress whose declared body takes 100000 of the 150000 bytes.
+        head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+        holder.sendall(head)
+        time.sleep(0.3)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            headers = {"Content-Type": "image/png"}
+            refused = client.post("/v1/predict", content=big_body, headers=headers)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+            assert refused.json()["error"] == "overloaded" and "bodies" in refused.json()["detail"]
+            # Its body was dropped unread, and the same connection goes on serving.
+            assert client.get("/v1/model").status_code == 200
+            # A chunked body (size unknown) reserves MAX_BODY_BYTES, so it does not fit either.
+            chunked = client.post("/v1/predict", content=iter([big_body[:50_000], big_body[50_000:]]), headers=headers)
+            assert chunked.status_code == 503, chunked.text
+            # A small image still fits beside the held body.
+            assert client.post("/v1/predict", content=image, headers=headers).status_code == 200
+        holder.sendall(big_body)  # the held request completes and gives its reservation back
+        assert holder.recv(65536).startswith(b"HTTP/1.1 ")
+    after = httpx.post(server.url + "/v1/predict", content=big_body, headers={"Content-Type": "image/png"}, timeout=10)
+    assert after.status_code != 503, after.text

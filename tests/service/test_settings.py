@@ -40,6 +40,7 @@ def test_every_variable_is_read() -> None:
         "DRAIN_TIMEOUT_S": "3",
         "DRAIN_GRACE_S": "1",
         "MAX_CONNECTIONS": "10",
+        "MAX_INFLIGHT_BODY_BYTES": "4096",
         "KEEPALIVE_S": "2",
         "HEADER_TIMEOUT_S": "1.5",
     }
@@ -65,6 +66,7 @@ def test_every_variable_is_read() -> None:
         drain_timeout_s=3.0,
         drain_grace_s=1.0,
         max_connections=10,
+        max_inflight_body_bytes=4096,
         keepalive_s=2.0,
         header_timeout_s=1.5,
     )
@@ -96,6 +98,11 @@ def test_bad_values_are_one_clear_line(var: str, value: str) -> None:
         assert message.startswith("API_KEY is invalid") and value not in message  # no secret in logs
     else:
         assert message.startswith(f"{var}={value!r} is invalid")
+
+
+def test_body_budget_smaller_than_one_body_is_refused() -> None:
+    with pytest.raises(SettingsError, match="MAX_INFLIGHT_BODY_BYTES must be at least MAX_BODY_BYTES"):
+        Settings.from_env({"MAX_BODY_BYTES": "20000", "MAX_INFLIGHT_BODY_BYTES": "10000"})
 
 
 def test_cgroup_v2_quota(tmp_path: Path) -> None:

@@ -39,7 +39,10 @@ def test_folder_source_checks_dedups_and_splits_without_leaks(workdir, kaggle_fo
     assert sorted({r["label"] for r in records}) == ["adenocarcinoma", "normal"]
     assert len(records) == 13
     assert manifest["skipped"] == {
-        "duplicate": 2, "other_class_for_task": 12, "too_small": 1, "undecodable": 1,
+        "duplicate": 2,
+        "other_class_for_task": 12,
+        "too_small": 1,
+        "undecodable": 1,
     }
     hashes = [r["sha256"] for r in records]
     assert len(hashes) == len(set(hashes)), "a content hash appears twice"
