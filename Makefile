@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# dvc.yaml's stages run `python -m ...`: the venv's python must come first on PATH for them.
+export PATH := $(abspath $(BIN)):$(PATH)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
