@@ -95,9 +95,7 @@ class RequestLimit:
     """ASGI layer: refuse requests past `limit` in progress, or whose body does not fit in what is left of
     `body_budget`, with our JSON 503 and Retry-After."""
 
-    def __init__(
-        self, app: Any, limit: int, metrics: Metrics, *, body_budget: int | None = None, max_body: int = 0
-    ) -> None:
+    def __init__(self, app: Any, limit: int, metrics: Metrics, *, body_budget: int, max_body: int) -> None:
         self.app = app
         self.limit = limit
         self.metrics = metrics
@@ -113,7 +111,7 @@ class RequestLimit:
         if self.active >= self.limit:
             await self._refuse(scope, send, "too many requests in progress; retry shortly")
             return
-        reserved = body_reservation(scope, self.max_body) if self.body_budget is not None else 0
+        reserved = body_reservation(scope, self.max_body)
         # One request is always admitted when nothing else holds the budget, whatever its size.
         if reserved and self.body_bytes and self.body_bytes + reserved > self.body_budget:
             await self._refuse(scope, send, "too many request bodies in memory; retry shortly")

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.service.svc_kit import Server, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LEAKS = (
@@ -45,12 +44,6 @@ LEAKS = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def service_env(model_dir: Path, **env: str) -> dict[str, str]:
     """The environment for `python -m service`: ours, minus any service settings of the caller."""
     from service.settings import ENV_VARS
@@ -60,39 +53,19 @@ def service_env(model_dir: Path, **env: str) -> dict[str, str]:
     return full
 
 
-class Proc:
-    """`python -m service` on a free loopback port; its RSS and open files readable from /proc."""
+class Proc(Server):
+    """The service tests' server process, started from a model folder, with its RSS and open files
+    readable from /proc."""
 
     def __init__(self, model_dir: Path, log_path: Path, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO,
-            env=service_env(model_dir, **env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(service_env(model_dir, **env), free_port(), log_path)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.output()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready in {timeout}s: {self.output()[-2000:]}")
+        return super().wait_ready(timeout)
 
     def alive_and_ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -108,18 +81,8 @@ class Proc:
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 def rss_mb(pid: int) -> float:

@@ -73,14 +73,14 @@ class Server:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.output()}")
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.output()[-2000:]}")
             try:
                 if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
                     return time.perf_counter() - self.started_at
             except httpx.TransportError:
                 pass
             time.sleep(0.02)
-        raise AssertionError(f"server not ready in {timeout}s: {self.output()}")
+        raise AssertionError(f"server not ready in {timeout}s: {self.output()[-2000:]}")
 
     def output(self) -> str:
         self._log.flush()
