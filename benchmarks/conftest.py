@@ -20,8 +20,8 @@ import pytest
 from benchmarks.machine import busy_cpu_s, self_cpu_s
 from benchmarks.samples import FORMATS, write_samples
 from service.card import ModelCard, golden_input, read_card
-from service.engine import Engine
-from service.imaging import load_tensor
+from service.inference.engine import Engine
+from service.inputs.imaging import load_tensor
 
 REPO = Path(__file__).resolve().parents[1]
 

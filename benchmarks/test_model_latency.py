@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.samples import FORMATS
-from service.imaging import decode, load_tensor
+from service.inputs.imaging import decode, load_tensor
 
 BACKENDS = ("ort-int8", "ort-fp32", "torch-eager")
 BATCHES = (1, 8, 32)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.decision import cancer_probability, decide, explained_channel
+from service.inference.decision import cancer_probability, decide, explained_channel
 from training.metrics import roc_auc
 from training.params import Gates
 

@@ -1,6 +1,6 @@
 """Evidence for the preprocessing gate: the service's path and the training pipeline's path on the same images.
 
-Service path: original encoded bytes -> service.imaging.load_tensor with the card's input spec.
+Service path: original encoded bytes -> service.inputs.imaging.load_tensor with the card's input spec.
 Training path: what ingest stores (the decoded grey image as a lossless PNG) -> what load_split does
 (open, convert to L, preprocess with the params' spec). There is one implementation of decoding and
 preprocessing; this guards the seams around it (ingest's re-encoding, load_split, the card's spec).
@@ -16,7 +16,7 @@ from PIL import Image
 
 from service.card import InputSpec
 from service.errors import ServiceError
-from service.imaging import decode, load_tensor, preprocess
+from service.inputs.imaging import decode, load_tensor, preprocess
 from training.data import Record
 from training.ingest import INGEST_LIMITS as LIMITS
 from training.ingest import store_grey

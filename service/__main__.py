@@ -1,6 +1,6 @@
 """`python -m service [--host H] [--port P]`: settings from the environment, the model verified and
 self-tested before the socket opens, then uvicorn with limits that bound slow or greedy clients
-(header deadline, keep-alive, request deadline, requests in progress: see service.connections).
+(header deadline, keep-alive, request deadline, requests in progress: see service.web.connections).
 
 SIGTERM: /health/ready turns 503 at once; after DRAIN_GRACE_S the listener closes, in-flight requests
 get DRAIN_TIMEOUT_S to finish, the batcher drains, and the process exits 0.
@@ -21,10 +21,10 @@ import uvicorn
 
 from service.app import begin_drain, create_app
 from service.card import CardError
-from service.connections import header_deadline_protocol
-from service.engine import Engine
-from service.logs import configure_logging
+from service.inference.engine import Engine
+from service.observability.logs import configure_logging
 from service.settings import Settings, SettingsError
+from service.web.connections import header_deadline_protocol
 
 log = logging.getLogger("service")
 
@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         loop="asyncio",
         lifespan="on",
         log_config=None,
-        access_log=False,  # service.observe writes one JSON line per request instead
+        access_log=False,  # service.web.observe writes one JSON line per request instead
         server_header=False,
         proxy_headers=False,
         timeout_keep_alive=settings.keepalive_s,
-        # No limit_concurrency: it counts idle and half-open sockets (service.connections counts requests).
+        # No limit_concurrency: it counts idle and half-open sockets (service.web.connections counts requests).
         h11_max_incomplete_event_size=16 * 1024,  # request line + headers
         timeout_graceful_shutdown=settings.drain_timeout_s,
         backlog=256,

@@ -13,20 +13,20 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 
-from service.apidoc import openapi_config
-from service.auth import api_key_guard
-from service.connections import RequestLimit
-from service.engine import Engine
 from service.errors import ServiceError
-from service.imaging import harden_pillow
-from service.metrics import Metrics
-from service.observe import HttpObserver
-from service.oip import OIP_PREDICTION_ROUTES, OIP_ROUTES
-from service.pages import page_routes
-from service.routes import INFO_ROUTES, PREDICTION_ROUTES
-from service.runtime import Runtime
-from service.schemas import ErrorBody
+from service.inference.engine import Engine
+from service.inference.runtime import Runtime
+from service.inputs.imaging import harden_pillow
+from service.observability.metrics import Metrics
+from service.oip.routes import OIP_PREDICTION_ROUTES, OIP_ROUTES
 from service.settings import Settings
+from service.web.apidoc import openapi_config
+from service.web.auth import api_key_guard
+from service.web.connections import RequestLimit
+from service.web.observe import HttpObserver
+from service.web.pages import page_routes
+from service.web.routes import INFO_ROUTES, PREDICTION_ROUTES
+from service.web.schemas import ErrorBody
 
 log = logging.getLogger("service")
 

@@ -18,7 +18,7 @@ Variant = Literal["fp32", "int8"]
 
 
 class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """How raw pixels become the model's input tensor (see service.imaging.preprocess)."""
+    """How raw pixels become the model's input tensor (see service.inputs.imaging.preprocess)."""
 
     size: int  # square side, pixels
     mean: float  # on the 0..1 grey scale

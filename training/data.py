@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from service.card import InputSpec
-from service.imaging import preprocess
+from service.inputs.imaging import preprocess
 from training.artifacts import PREPARED_DIR
 from training.params import Preprocess
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.decision import cancer_probability
-from service.decision import decide as decide_labels
+from service.inference.decision import cancer_probability
+from service.inference.decision import decide as decide_labels
 from training import atomic, plots
 from training.artifacts import CONFUSION_JSON, CONFUSION_PNG, METRICS, MODEL, ROC_JSON, ROC_PNG
 from training.data import NORMAL, input_spec, load_split

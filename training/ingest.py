@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from service.errors import ServiceError, UnsupportedMediaType
-from service.imaging import DecodeLimits, decode, pixel_digest_source
+from service.inputs.imaging import DecodeLimits, decode, pixel_digest_source
 from training import atomic
 from training.artifacts import INGEST_REPORT as REPORT
 from training.artifacts import PREPARED_DIR

@@ -62,7 +62,7 @@ def encode(grey: Image.Image, how: str) -> bytes:
 
 def write_dataset(root: Path) -> None:
     """source/ (originals) and data/prepared/ (grey PNGs + manifest) as ingest writes them."""
-    from service.imaging import decode, pixel_digest_source
+    from service.inputs.imaging import decode, pixel_digest_source
 
     prepared = root / "data" / "prepared"
     (prepared / "images").mkdir(parents=True)

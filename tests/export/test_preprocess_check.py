@@ -11,7 +11,7 @@ from PIL import Image
 
 from export.preprocess_check import mode_variants, split_differences, training_path_tensor, variant_differences
 from service.card import InputSpec
-from service.imaging import load_tensor
+from service.inputs.imaging import load_tensor
 from training.data import load_split, records
 
 SPEC = InputSpec(size=64, mean=0.2, std=0.25)

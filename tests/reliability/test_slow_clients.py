@@ -1,4 +1,4 @@
-"""Slow clients do not starve normal ones. The limits that make it so (service/connections.py):
+"""Slow clients do not starve normal ones. The limits that make it so (service/web/connections.py):
 HEADER_TIMEOUT_S closes a connection whose request headers are late (slow headers, silent sockets);
 REQUEST_TIMEOUT_S answers a body that stops arriving with 408; KEEPALIVE_S closes idle keep-alive
 connections; MAX_CONNECTIONS bounds requests in progress (not sockets) with a JSON 503, probes exempt."""

@@ -405,10 +405,10 @@ def test_api_key(make_client) -> None:
 
 
 def test_unexpected_errors_leak_nothing(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service import runtime
+    from service.inference import runtime
 
     def boom(*args, **kwargs):
-        raise RuntimeError("secret /work/main/service/runtime.py internals")
+        raise RuntimeError("secret /work/main/service/inference/runtime.py internals")
 
     monkeypatch.setattr(runtime, "preprocess", boom)
     r = client.post("/v1/predict", content=png_bytes())

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from service.batching import Batcher, InferenceFailed
 from service.errors import NotReady, Overloaded
-from service.metrics import Metrics
+from service.inference.batching import Batcher, InferenceFailed
+from service.observability.metrics import Metrics
 
 
 class FakeModel:

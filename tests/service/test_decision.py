@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.card import Golden, InputSpec, ModelCard, ModelFile, OutputSpec
-from service.decision import Decider, cancer_probability, decide
+from service.inference.decision import Decider, cancer_probability, decide
 
 
 def card(task: str, labels: list[str], threshold: float = 0.5) -> ModelCard:

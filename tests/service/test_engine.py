@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.card import CardError, read_card
-from service.engine import Engine, SelfTestFailed
+from service.inference.engine import Engine, SelfTestFailed
 
 
 @pytest.mark.parametrize("variant", ["int8", "fp32"])

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from service.heatmap import JET, MAX_OVERLAY_SIDE, heat_for, heat_on_image, overlay_png
+from service.inference.heatmap import JET, MAX_OVERLAY_SIDE, heat_for, heat_on_image, overlay_png
 
 
 def test_heat_follows_the_grid_and_crops_the_letterbox() -> None:

@@ -14,7 +14,7 @@ from litestar.testing import TestClient
 from svc_kit import assert_error, png_bytes, serve_in_thread
 
 from service.app import create_app
-from service.logs import JsonFormatter
+from service.observability.logs import JsonFormatter
 from service.settings import Settings
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from service.imaging import letterbox_box
+from service.inputs.imaging import letterbox_box
 
 MAX_OVERLAY_SIDE = 1024  # bounds the work and memory an overlay of a huge image can take
 ALPHA_MIN, ALPHA_MAX = 0.15, 0.6

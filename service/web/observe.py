@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 access_log = logging.getLogger("service.access")
 

@@ -10,19 +10,19 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromQuery
 
-from service.apidoc import (
+from service.errors import BadRequest, NotReady, ServiceError
+from service.inference.batching import Ticket
+from service.inference.heatmap import heat_for, overlay_png
+from service.inference.runtime import Classified, Runtime
+from service.observability.metrics import CONTENT_TYPE
+from service.web.apidoc import (
     ERROR_RESPONSES,
     ExplainOperation,
     ManyImagesOperation,
     SingleImageOperation,
     not_ready,
 )
-from service.batching import Ticket
-from service.errors import BadRequest, NotReady, ServiceError
-from service.heatmap import heat_for, overlay_png
-from service.metrics import CONTENT_TYPE
-from service.runtime import Classified, Runtime
-from service.schemas import (
+from service.web.schemas import (
     BatchItem,
     BatchPrediction,
     Box,
@@ -33,7 +33,7 @@ from service.schemas import (
     ModelInfo,
     Prediction,
 )
-from service.uploads import multipart_images, single_image
+from service.web.uploads import multipart_images, single_image
 
 _ITEM_ERRORS = (400, 413, 415, 422)  # problems with one image, not with the request or the service
 

@@ -14,7 +14,7 @@ from litestar.params import FromPath
 
 from service.errors import NotFound
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(__file__).parents[1] / "static"
 _TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import NotReady, Overloaded, ServiceError
-from service.metrics import Metrics
+from service.observability.metrics import Metrics
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -19,7 +19,7 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
-from service.schemas import ErrorBody
+from service.web.schemas import ErrorBody
 
 _BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
 _RAW_IMAGE = {"image/png": OpenAPIMediaType(schema=_BINARY), "image/jpeg": OpenAPIMediaType(schema=_BINARY)}
@@ -122,7 +122,7 @@ _INFER_REQUEST = _object(
 
 @dataclass
 class InferOperation(Operation):
-    """The OIP infer body, decoded by hand (service.oip) so that tensor data stays raw until checked."""
+    """The OIP infer body, decoded by hand (service.oip.routes) so that tensor data stays raw until checked."""
 
     def __post_init__(self) -> None:
         self.request_body = RequestBody(

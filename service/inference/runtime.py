@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from service.batching import Batcher, Outcome, Ticket
-from service.decision import Decider, Decision
-from service.engine import Engine
 from service.errors import DeadlineExceeded, RequestTimeout
-from service.imaging import DecodeLimits, decode, preprocess
-from service.metrics import Metrics
-from service.schemas import ModelRef, Timings
+from service.inference.batching import Batcher, Outcome, Ticket
+from service.inference.decision import Decider, Decision
+from service.inference.engine import Engine
+from service.inputs.imaging import DecodeLimits, decode, preprocess
+from service.observability.metrics import Metrics
 from service.settings import Settings
+from service.web.schemas import ModelRef, Timings
 
 T = TypeVar("T")
 

@@ -28,9 +28,9 @@ import h11
 import msgspec
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.metrics import Metrics
-from service.observe import PROBES
-from service.schemas import ErrorBody
+from service.observability.metrics import Metrics
+from service.web.observe import PROBES
+from service.web.schemas import ErrorBody
 
 
 class HeaderDeadlineProtocol(H11Protocol):

@@ -22,10 +22,10 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from service.apidoc import ERROR_RESPONSES, MODEL_NOT_FOUND, InferOperation, not_ready
 from service.errors import BadRequest, NotFound, PayloadTooLarge
-from service.routes import request_id, runtime_of
-from service.runtime import Classified, Runtime
+from service.inference.runtime import Classified, Runtime
+from service.web.apidoc import ERROR_RESPONSES, MODEL_NOT_FOUND, InferOperation, not_ready
+from service.web.routes import request_id, runtime_of
 
 OUTPUTS = ("logits", "cam", "probabilities", "label")
 SERVER_NAME = "chest-cancer-net"
