@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.httpclient import build_request, drive
-from benchmarks.machine import Meter, rss_mb, wait_for_quiet
+from benchmarks.harness.client import Call, Client, Result, Tally, closed_loop
+from benchmarks.harness.stats import nearest_rank
+from benchmarks.machine import Meter, wait_for_quiet
 from benchmarks.servers import Server, start_seed, start_service
 
 
@@ -91,10 +92,10 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
     else:
         server, path = start_service(target.service_python, target.model_dir, log, **scenario.env), "/v1/predict"
     try:
-        png = [build_request("127.0.0.1", server.port, path, target.png512, "image/png")]
+        png = [_post(path, target.png512, "image/png")]
         levels = [_level(server, png, c, plan, "png512") for c in scenario.levels or plan.concurrency]
         if scenario.mix and target.mix:
-            mixed = [build_request("127.0.0.1", server.port, path, b, "application/octet-stream") for b in target.mix]
+            mixed = [_post(path, b, "application/octet-stream") for b in target.mix]
             levels.append(_level(server, mixed, plan.mix_concurrency, plan, f"real test split ({len(mixed)} files)"))
         split = breakdown(server, target.png512, plan.breakdown_requests) if scenario.server == "service" else {}
         return {
@@ -106,7 +107,7 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
             "torch_loaded": server.torch_loaded,
             "ready_s": round(server.ready_s, 3),
             "rss_at_ready_mb": round(server.rss_at_ready_mb, 1),
-            "rss_hwm_mb": round(rss_mb(server.pid, "VmHWM"), 1),  # lifetime peak, start-up included
+            "rss_hwm_mb": round(server.rss_mb("VmHWM"), 1),  # lifetime peak, start-up included
             "quiet_before": quiet,
             "levels": levels,
         }
@@ -114,29 +115,46 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
         server.stop()
 
 
-def _level(server: Server, requests: list[bytes], concurrency: int, plan: Plan, image: str) -> dict:
-    warmup = min(plan.warmup_requests, plan.max_requests)
-    asyncio.run(drive("127.0.0.1", server.port, requests, concurrency, warmup, plan.max_seconds))
+def _post(path: str, body: bytes, content_type: str) -> Call:
+    return Call("POST", path, body, (("Content-Type", content_type), ("Accept", "application/json")))
+
+
+def drive(port: int, calls: list[Call], concurrency: int, max_requests: int, max_seconds: float) -> list[Result]:
+    """Closed-loop load cycling through `calls`, on `concurrency` keep-alive connections."""
+
+    async def run() -> list[Result]:
+        client = Client(port, timeout=30.0)
+        try:
+            return await closed_loop(client, lambda i: calls[i % len(calls)], concurrency, max_seconds, max_requests)
+        finally:
+            client.close()
+
+    return asyncio.run(run())
+
+
+def _level(server: Server, calls: list[Call], concurrency: int, plan: Plan, image: str) -> dict:
+    drive(server.port, calls, concurrency, min(plan.warmup_requests, plan.max_requests), plan.max_seconds)
     meter = Meter(server.pid)
-    tally = asyncio.run(drive("127.0.0.1", server.port, requests, concurrency, plan.max_requests, plan.max_seconds))
+    started = time.perf_counter()
+    results = drive(server.port, calls, concurrency, plan.max_requests, plan.max_seconds)
+    wall_s = time.perf_counter() - started
     usage = meter.stop()
     if not server.alive():
         raise RuntimeError(f"{server.name} died under load: {server.tail()}")
-    ok = sorted(seconds for status, seconds in tally.samples if status == 200)
-    latency = {name: _ms(percentile(ok, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+    answered = [r for r in results if not r.error]
+    ok = [r.latency for r in answered if r.status == 200]
+    latency = {name: _ms(nearest_rank(ok, q)) for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
     return {
         "image": image,
         "concurrency": concurrency,
-        "requests": len(tally.samples) + sum(tally.failures.values()),
-        "duration_s": round(tally.wall_s, 3),
-        "throughput_rps": round(len(ok) / tally.wall_s, 1),
+        "requests": len(results),
+        "duration_s": round(wall_s, 3),
+        "throughput_rps": round(len(ok) / wall_s, 1),
         # The server's CPU per answered request: what the throughput is worth on a machine whose CPUs
         # it does not have to share (requests/s on n free cores ~ n * 1000 / this).
-        "server_cpu_ms_per_request": round(usage.server_cpu_s * 1000.0 / len(tally.samples), 2)
-        if tally.samples
-        else None,
+        "server_cpu_ms_per_request": round(usage.server_cpu_s * 1000.0 / len(answered), 2) if answered else None,
         "latency_ms": latency | {"mean": _ms(statistics.fmean(ok) if ok else math.nan)},
-        "statuses": tally.statuses(),
+        "statuses": Tally.of(results).counts(),
         **usage.summary(),
     }
 
@@ -204,13 +222,6 @@ def cold_starts(target: Target, plan: Plan) -> dict:
             "rss_at_ready_mb": round(statistics.median(rss), 1),
         }
     return out
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (exact: no interpolation, no histogram)."""
-    if not ordered:
-        return math.nan
-    return ordered[max(0, math.ceil(q / 100.0 * len(ordered)) - 1)]
 
 
 def _median(values) -> float | None:

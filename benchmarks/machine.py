@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.harness.process import RssSampler
 
 TICK = os.sysconf("SC_CLK_TCK")
 LIBRARIES = ("onnxruntime", "numpy", "pillow", "litestar", "uvicorn", "msgspec", "torch", "torchvision")
@@ -69,18 +70,6 @@ def self_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def maps_mention(pid: int, needle: str) -> bool:
-    """Whether a shared library or file whose path contains `needle` is mapped into the process."""
-    return needle in Path(f"/proc/{pid}/maps").read_text()
-
-
 @dataclass
 class Usage:
     wall_s: float
@@ -102,31 +91,18 @@ class Usage:
 
 
 class Meter:
-    """Samples a server's RSS every `interval_s` in a thread; `stop()` returns the phase's Usage."""
+    """A phase's CPU (server, client, everyone else) and the server's RSS; `stop()` returns its Usage."""
 
     def __init__(self, pid: int, interval_s: float = 0.05) -> None:
-        self.pid, self.interval_s = pid, interval_s
-        self._samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+        self.pid = pid
+        self._rss = RssSampler(pid, interval_s).start()
         self._start = (time.perf_counter(), busy_cpu_s(), process_cpu_s(pid), self_cpu_s())
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._samples.append(rss_mb(self.pid))
-            except OSError:  # the server exited; the caller notices
-                return
-            self._stop.wait(self.interval_s)
 
     def stop(self) -> Usage:
         end = (time.perf_counter(), busy_cpu_s(), process_cpu_s(self.pid), self_cpu_s())
-        self._stop.set()
-        self._thread.join()
+        self._rss.stop()
         wall, busy, server, client = (b - a for a, b in zip(self._start, end, strict=True))
-        samples = self._samples or [0.0]
-        return Usage(wall, server, client, busy - server - client, max(samples), sum(samples) / len(samples))
+        return Usage(wall, server, client, busy - server - client, self._rss.peak, self._rss.mean)
 
 
 def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.25, window_s: float = 1.0) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.inference.decision import cancer_probability, decide, explained_channel
+from service.inference.decision import DecisionRule
 from training.metrics import roc_auc
 from training.params import Gates
 
@@ -35,14 +35,6 @@ class Outputs:
     cam: np.ndarray  # (N, K, h, w)
 
 
-@dataclass(frozen=True)
-class Rule:
-    labels: list[str]
-    normal: str
-    threshold: float
-    task: str
-
-
 def preprocess_gate(max_abs: dict[str, float], unreadable: list[str], images: int, gates: Gates) -> Gate:
     """`max_abs`: worst |service - training| per image group (test split, then each synthetic mode)."""
     worst = max(max_abs.values(), default=0.0)
@@ -63,9 +55,9 @@ def preprocess_gate(max_abs: dict[str, float], unreadable: list[str], images: in
     return Gate("preprocess", measured, breaches)
 
 
-def fp32_gate(reference: Outputs, onnx: Outputs, rule: Rule, gates: Gates) -> Gate:
+def fp32_gate(reference: Outputs, onnx: Outputs, rule: DecisionRule, gates: Gates) -> Gate:
     delta = float(np.abs(onnx.logits - reference.logits).max())
-    differ = int((_decisions(reference, rule) != _decisions(onnx, rule)).sum())
+    differ = int((rule.decide(reference.logits) != rule.decide(onnx.logits)).sum())
     measured = {"max_abs_logit": delta, "allowed": gates.fp32_max_abs_logit, "decisions_differ": differ}
     breaches = []
     if not delta <= gates.fp32_max_abs_logit:
@@ -77,11 +69,10 @@ def fp32_gate(reference: Outputs, onnx: Outputs, rule: Rule, gates: Gates) -> Ga
     return Gate("fp32", measured, breaches)
 
 
-def int8_gate(reference: Outputs, int8: Outputs, targets: np.ndarray, rule: Rule, gates: Gates) -> Gate:
-    agreement = float((_decisions(reference, rule) == _decisions(int8, rule)).mean())
-    p_ref = cancer_probability(reference.logits, rule.labels, rule.normal)
-    p_int8 = cancer_probability(int8.logits, rule.labels, rule.normal)
-    positive = targets != rule.labels.index(rule.normal)
+def int8_gate(reference: Outputs, int8: Outputs, targets: np.ndarray, rule: DecisionRule, gates: Gates) -> Gate:
+    agreement = float((rule.decide(reference.logits) == rule.decide(int8.logits)).mean())
+    p_ref, p_int8 = rule.cancer_probability(reference.logits), rule.cancer_probability(int8.logits)
+    positive = targets != rule.normal_index
     auc_ref, auc_int8 = roc_auc(positive, p_ref), roc_auc(positive, p_int8)
     auc_delta = None if math.isnan(auc_ref) else abs(auc_int8 - auc_ref)
     measured = {
@@ -108,9 +99,11 @@ def int8_gate(reference: Outputs, int8: Outputs, targets: np.ndarray, rule: Rule
     return Gate("int8", measured, breaches)
 
 
-def heatmap_gate(reference: Outputs, onnx: Outputs, int8: Outputs, bias: np.ndarray, rule: Rule, gates: Gates) -> Gate:
+def heatmap_gate(
+    reference: Outputs, onnx: Outputs, int8: Outputs, bias: np.ndarray, rule: DecisionRule, gates: Gates
+) -> Gate:
     """Per-image correlation of the explained cam channel, and the head's exactness in the ONNX graph."""
-    channels = explained_channel(_decisions(reference, rule), rule.task == "binary")
+    channels = rule.explained_channels(rule.decide(reference.logits))
     corr = _correlations(reference.cam, onnx.cam, channels)
     corr_int8 = _correlations(reference.cam, int8.cam, channels)
     # The heatmap is exact only while logits == mean(cam) + bias holds in the exported graph.
@@ -146,10 +139,6 @@ def report(gates: list[Gate], **context: object) -> dict:
         "gates": {gate.name: {"passed": gate.passed, **gate.measured} for gate in gates},
         **context,
     }
-
-
-def _decisions(outputs: Outputs, rule: Rule) -> np.ndarray:
-    return decide(outputs.logits, rule.labels, rule.normal, rule.threshold)
 
 
 def _correlations(a: np.ndarray, b: np.ndarray, channels: np.ndarray) -> np.ndarray:

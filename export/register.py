@@ -12,9 +12,7 @@ from training.tracking import flatten, stage_run
 
 def record(params: Params, parity: dict, parity_path: Path, model_dir: Path | None, card: ModelCard | None) -> None:
     """Log this export run; register the model (ONNX files, card, metrics) only when it passed."""
-    with stage_run("export", {"export": params.raw["export"]}) as run:
-        import mlflow  # already imported, quietly, by stage_run
-
+    with stage_run("export", {"export": params.raw["export"]}) as mlflow:
         mlflow.log_metrics(numeric(flatten(parity["gates"], "parity.")))
         mlflow.log_artifact(str(parity_path))
         mlflow.set_tag("parity_passed", str(parity["passed"]).lower())
@@ -22,7 +20,7 @@ def record(params: Params, parity: dict, parity_path: Path, model_dir: Path | No
             return
         mlflow.log_metrics(numeric(flatten(card.metrics, "test.")))
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
-        register(mlflow, run, card)
+        register(mlflow, mlflow.active_run(), card)
 
 
 def numeric(flat: dict[str, object]) -> dict[str, float]:

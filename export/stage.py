@@ -14,18 +14,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image
 
 from export.onnx_export import INPUT, OUTPUTS, ExportError, export_fp32
-from export.parity import Outputs, Rule, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
+from export.parity import Outputs, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
 from export.preprocess_check import VARIANT_IMAGES, split_differences, variant_differences
 from export.quantize import calibration_subset, quantize_int8
 from export.register import record
 from export.write_card import FILES, draft_card, finish_card, write_card
 from service.card import CARD_FILE, ModelCard
+from service.inference.decision import DecisionRule
 from training import atomic
 from training.artifacts import METRICS, MODEL, MODELS_DIR, PARITY_REPORT, PREPARED_DIR
 from training.data import MANIFEST, Record, input_spec, load_split
@@ -81,14 +83,15 @@ def onnx_outputs(path: Path, images: np.ndarray) -> Outputs:
     return Outputs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def check_parity(inputs: Inputs, draft: ModelCard, staging: Path, params: Params) -> dict:
-    """Run the four gates; the service side always uses what the card says (draft.input)."""
+def check_parity(inputs: Inputs, card: ModelCard, staging: Path, params: Params) -> dict:
+    """Run the four gates. The service side is the card as the service reads it back from `staging`; the
+    training side is what the pipeline did (params and the prepared tensors)."""
     gates = params.export.gates
-    rule = Rule(draft.labels, draft.normal_label, draft.threshold, draft.task)
+    rule = DecisionRule.of(card)
     rows, x = inputs.test_rows, inputs.test_x
-    worst, problems = split_differences(inputs.manifest, PREPARED_DIR, rows, x, draft.input)
+    worst, problems = split_differences(inputs.manifest, PREPARED_DIR, rows, x, card.input)
     greys = [_open_grey(PREPARED_DIR / row.file) for row in rows[:VARIANT_IMAGES]]
-    variants = variant_differences(greys, draft.input, input_spec(params.preprocess))
+    variants = variant_differences(greys, card.input, input_spec(params.preprocess))
     reference = torch_outputs(inputs.model, x)
     fp32 = onnx_outputs(staging / FILES["fp32"], x)
     int8 = onnx_outputs(staging / FILES["int8"], x)
@@ -117,10 +120,12 @@ def run() -> tuple[dict, ModelCard | None]:
         staging = Path(tmp)
         export_fp32(inputs.model, staging / FILES["fp32"], draft.input.size, params.export.opset)
         quantize_int8(staging / FILES["fp32"], staging / FILES["int8"], inputs.calibration)
-        parity = check_parity(inputs, draft, staging, params)
+        # The gates check the card as written to disk and read back, exactly what the service will use.
+        served = write_card(finish_card(draft, staging), staging)
+        parity = check_parity(inputs, served, staging, params)
         atomic.write_json(PARITY_REPORT, parity)
         if parity["passed"]:
-            card = write_card(finish_card(draft, staging, parity), staging)
+            card = write_card(msgspec.structs.replace(served, parity=parity), staging)
             atomic.replace_dir(MODELS_DIR, lambda final: _move(staging, final))
     record(params, parity, PARITY_REPORT, MODELS_DIR if card else None, card)
     if card is None:

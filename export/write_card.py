@@ -12,8 +12,19 @@ import numpy as np
 import onnxruntime as ort
 
 from export.onnx_export import INPUT, OUTPUTS
-from service.card import CARD_FILE, Golden, ModelCard, ModelFile, OutputSpec, golden_input, read_card, sha256_bytes
-from training.data import NORMAL, input_spec
+from service.card import (
+    CARD_FILE,
+    NORMAL_LABEL,
+    Golden,
+    ModelCard,
+    ModelFile,
+    OutputSpec,
+    activation_for,
+    golden_input,
+    read_card,
+    sha256_bytes,
+)
+from training.data import input_spec
 from training.params import Params
 
 FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
@@ -32,13 +43,11 @@ def draft_card(params: Params, meta: dict, metrics: dict, manifest_bytes: bytes)
         version=params.export.version,
         task=meta["task"],
         labels=list(meta["labels"]),
-        normal_label=NORMAL,
+        normal_label=NORMAL_LABEL,
         threshold=float(metrics["threshold"]),
         threshold_rule=str(metrics["threshold_rule"]),
         input=input_spec(params.preprocess),
-        outputs=OutputSpec(
-            logits=OUTPUTS[0], cam=OUTPUTS[1], activation="sigmoid" if meta["task"] == "binary" else "softmax"
-        ),
+        outputs=OutputSpec(logits=OUTPUTS[0], cam=OUTPUTS[1], activation=activation_for(meta["task"])),
         files={},
         golden=Golden(logits={}, atol={}),
         metrics=dict(metrics.get("test", {})),
@@ -48,7 +57,8 @@ def draft_card(params: Params, meta: dict, metrics: dict, manifest_bytes: bytes)
     )
 
 
-def finish_card(draft: ModelCard, model_dir: Path, parity: dict) -> ModelCard:
+def finish_card(draft: ModelCard, model_dir: Path) -> ModelCard:
+    """The draft plus the ONNX files in `model_dir` (FILES): their sha256 and size, and golden logits."""
     files, golden = {}, {}
     for variant, name in FILES.items():
         data = (model_dir / name).read_bytes()
@@ -58,15 +68,18 @@ def finish_card(draft: ModelCard, model_dir: Path, parity: dict) -> ModelCard:
         draft,
         files=files,
         golden=Golden(logits=golden, atol={v: GOLDEN_ATOL[v] for v in FILES}),
-        parity=parity,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
 
 def write_card(card: ModelCard, model_dir: Path) -> ModelCard:
     """Write model.json and read it back the way the service will; returns the card as read."""
-    (model_dir / CARD_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(card), indent=2) + b"\n")
+    (model_dir / CARD_FILE).write_bytes(card_bytes(card))
     return read_card(model_dir)
+
+
+def card_bytes(card: ModelCard) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(card), indent=2) + b"\n"
 
 
 def golden_logits(model_bytes: bytes, size: int) -> list[float]:

@@ -13,7 +13,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 
-from service.errors import ServiceError
+from service.errors import ServiceError, for_status
 from service.inference.engine import Engine
 from service.inference.runtime import Runtime
 from service.inputs.imaging import harden_pillow
@@ -30,18 +30,6 @@ from service.web.schemas import ErrorBody
 
 log = logging.getLogger("service")
 
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    503: "unavailable",
-}
 _HTTP_DETAILS = {404: "no such route", 405: "method not allowed for this route"}
 
 
@@ -128,9 +116,8 @@ def _error(request: Request, status: int, code: str, detail: str, headers: dict 
 
 def _service_error(request: Request, exc: ServiceError) -> Response:
     headers = {}
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="chest-cancer-net"'
     if exc.status >= 500:
@@ -147,7 +134,7 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
         messages = [str(e.get("message", "")) if isinstance(e, dict) else str(e) for e in exc.extra[:3]]
         detail = "invalid request: " + "; ".join(m for m in messages if m)
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
-    return _error(request, status, _HTTP_CODES.get(status, "bad_request"), detail, headers)
+    return _error(request, status, for_status(status).code, detail, headers)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

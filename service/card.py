@@ -7,14 +7,35 @@ hashes, the golden self-test) is written here once by export and read here once 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
 CARD_FILE = "model.json"
-Variant = Literal["fp32", "int8"]
+NORMAL_LABEL = "normal"  # every other label is a cancer class
+# The canonical label names of each task, normal first; ingest maps dataset folder names onto them.
+TASK_LABELS: dict[str, tuple[str, ...]] = {
+    "binary": ("normal", "adenocarcinoma"),
+    "multiclass": ("normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma"),
+}
+MIN_INPUT_SIZE = 32  # ResNet-18 downsamples by 32: a smaller input leaves no feature map
+
+
+def labels_for(task: str) -> list[str]:
+    return list(TASK_LABELS[task])
+
+
+def logit_count(task: str, labels: Sequence[str]) -> int:
+    """The one rule for the model's output width: a binary task has one logit (sigmoid, P(not normal)),
+    a multiclass task one logit per label (softmax). Training, export and the service all use it."""
+    return 1 if task == "binary" else len(labels)
+
+
+def activation_for(task: str) -> Literal["sigmoid", "softmax"]:
+    return "sigmoid" if task == "binary" else "softmax"
 
 
 class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -60,22 +81,16 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outputs: OutputSpec
     files: dict[str, ModelFile]  # keyed by variant
     golden: Golden
-    metrics: dict[str, object] = {}
-    parity: dict[str, object] = {}
+    metrics: dict[str, Any] = {}
+    parity: dict[str, Any] = {}
     data_manifest_sha256: str = ""
     params_sha256: str = ""
     versions: dict[str, str] = {}
     created_at: str = ""
 
     @property
-    def cancer_labels(self) -> list[str]:
-        return [label for label in self.labels if label != self.normal_label]
-
-    def public(self) -> dict:
-        """The fields a client may see (no file paths)."""
-        fields = msgspec.to_builtins(self)
-        fields["files"] = {v: {"sha256": f.sha256, "bytes": f.bytes} for v, f in self.files.items()}
-        return fields
+    def logits_per_image(self) -> int:
+        return logit_count(self.task, self.labels)
 
 
 class CardError(Exception):
@@ -105,14 +120,14 @@ def validate_card(card: ModelCard) -> None:
         problems.append(f"normal_label {card.normal_label!r} is not one of the labels")
     if len(set(card.labels)) != len(card.labels) or len(card.labels) < 2:
         problems.append("labels must be at least two distinct names")
-    if card.task == "binary" and (len(card.labels) != 2 or card.outputs.activation != "sigmoid"):
-        problems.append("a binary card needs two labels and a sigmoid output")
-    if card.task == "multiclass" and card.outputs.activation != "softmax":
-        problems.append("a multiclass card needs a softmax output")
+    if card.task == "binary" and len(card.labels) != 2:
+        problems.append("a binary card needs two labels")
+    if card.outputs.activation != activation_for(card.task):
+        problems.append(f"a {card.task} card needs a {activation_for(card.task)} output")
     if not 0.0 < card.threshold < 1.0:
         problems.append(f"threshold {card.threshold} is not in (0, 1)")
-    if card.input.size < 16 or card.input.std <= 0:
-        problems.append("input size must be >= 16 and std > 0")
+    if card.input.size < MIN_INPUT_SIZE or card.input.std <= 0:
+        problems.append(f"input size must be >= {MIN_INPUT_SIZE} and std > 0")
     if not card.files:
         problems.append("no model files listed")
     if problems:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from service.inputs.imaging import DEFAULT_MAX_PIXELS
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -34,7 +36,7 @@ class Settings:
     queue_max: int = 64  # images admitted (decoding, queued or running) before 503 Overloaded
     request_timeout_s: float = 10.0  # per-request deadline: decode + queue + inference
     max_body_bytes: int = 8 * 1024 * 1024
-    max_pixels: int = 2048 * 2048  # checked from the header before any pixel is decoded
+    max_pixels: int = DEFAULT_MAX_PIXELS  # checked from the header before any pixel is decoded
     max_batch_files: int = 16
     api_key: str | None = None  # when set, prediction endpoints need X-API-Key or Bearer
     cors_origins: tuple[str, ...] = ()  # CORS stays closed unless origins are listed

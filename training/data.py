@@ -1,4 +1,4 @@
-"""Labels, the prepared-data manifest, and loading a split as tensors through the service's preprocessing."""
+"""The prepared-data manifest, and loading a split as tensors through the service's preprocessing."""
 
 from __future__ import annotations
 
@@ -15,15 +15,6 @@ from training.params import Preprocess
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
-NORMAL = "normal"
-LABELS = {
-    "binary": ["normal", "adenocarcinoma"],
-    "multiclass": ["normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma"],
-}
-
-
-def labels_for(task: str) -> list[str]:
-    return list(LABELS[task])
 
 
 def input_spec(p: Preprocess) -> InputSpec:

@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from service.inference.decision import cancer_probability
-from service.inference.decision import decide as decide_labels
+from service.card import NORMAL_LABEL
+from service.inference.decision import DecisionRule
 from training import atomic, plots
 from training.artifacts import CONFUSION_JSON, CONFUSION_PNG, METRICS, MODEL, ROC_JSON, ROC_PNG
-from training.data import NORMAL, input_spec, load_split
-from training.fit import pick_device, predict
+from training.data import input_spec, load_split
+from training.fit import pick_device, predict, task_rule
 from training.metrics import bootstrap_intervals, choose_threshold, roc_auc, roc_curve
 from training.model import load_checkpoint
 from training.params import load_params
-from training.tracking import configure, stage_run
+from training.tracking import stage_run
 
 
-def cancer_scores(logits: np.ndarray, labels: list[str]) -> np.ndarray:
-    return cancer_probability(logits, labels, NORMAL)
-
-
-def decide(logits: np.ndarray, labels: list[str], threshold: float) -> np.ndarray:
-    return decide_labels(logits, labels, NORMAL, threshold)
-
-
-def evaluate(logits_val, y_val, logits_test, y_test, labels, rule: str, rounds: int, seed: int) -> dict:
-    normal = labels.index(NORMAL)
-    threshold = choose_threshold(y_val != normal, cancer_scores(logits_val, labels), rule)
-    scores = cancer_scores(logits_test, labels)
-    decided = decide(logits_test, labels, threshold)
+def evaluate(logits_val, y_val, logits_test, y_test, unscored: DecisionRule, threshold_rule: str, rounds, seed) -> dict:
+    """`unscored`: the task's decision rule before its threshold is chosen (here, on validation)."""
+    normal = unscored.normal_index
+    threshold = choose_threshold(y_val != normal, unscored.cancer_probability(logits_val), threshold_rule)
+    rule = dataclasses.replace(unscored, threshold=threshold)
+    scores = rule.cancer_probability(logits_test)
+    decided = rule.decide(logits_test)
+    labels = list(rule.labels)
 
     def class_accuracy(indices: np.ndarray) -> dict[str, float]:
         return {"class_accuracy": float((decided[indices] == y_test[indices]).mean())}
@@ -39,7 +36,7 @@ def evaluate(logits_val, y_val, logits_test, y_test, labels, rule: str, rounds: 
     np.add.at(matrix, (y_test, decided), 1)
     return {
         "threshold": threshold,
-        "threshold_rule": rule,
+        "threshold_rule": threshold_rule,
         "test": test,
         "confusion": matrix.tolist(),
         "labels": labels,
@@ -50,7 +47,7 @@ def evaluate(logits_val, y_val, logits_test, y_test, labels, rule: str, rounds: 
 
 def write_reports(result: dict, y_test, scores, decided, labels) -> None:
     atomic.write_json(METRICS, result)
-    positive = y_test != labels.index(NORMAL)
+    positive = y_test != labels.index(NORMAL_LABEL)
     fpr, tpr, _ = roc_curve(positive, scores)
     atomic.write_json(ROC_JSON, [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)])
     atomic.write_json(
@@ -71,11 +68,13 @@ def main() -> None:
     model.to(device)
     logits_val, logits_test = predict(model, x_val, device), predict(model, x_test, device)
     rules = params.evaluate
-    result = evaluate(logits_val, y_val, logits_test, y_test, labels, rules.threshold_rule, rules.bootstrap, rules.seed)
-    decided = decide(logits_test, labels, result["threshold"])
-    write_reports(result, y_test, cancer_scores(logits_test, labels), decided, labels)
-    mlflow = configure()
-    with stage_run("evaluate", {"evaluate": params.raw["evaluate"]}):
+    unscored = task_rule(meta)
+    result = evaluate(
+        logits_val, y_val, logits_test, y_test, unscored, rules.threshold_rule, rules.bootstrap, rules.seed
+    )
+    rule = dataclasses.replace(unscored, threshold=result["threshold"])
+    write_reports(result, y_test, rule.cancer_probability(logits_test), rule.decide(logits_test), labels)
+    with stage_run("evaluate", {"evaluate": params.raw["evaluate"]}) as mlflow:
         test_values = {f"test_{name}": value["value"] for name, value in result["test"].items()}
         mlflow.log_metrics(test_values | {"threshold": result["threshold"]})
         for path in (METRICS, ROC_PNG, CONFUSION_PNG):

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from service.card import NORMAL_LABEL
+from service.inference.decision import DecisionRule
 from training.metrics import roc_auc
 from training.model import ChestNet
 
@@ -35,6 +37,11 @@ class History:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_loss: float = math.inf
+
+
+def task_rule(meta: dict) -> DecisionRule:
+    """The decision rule of a checkpoint's task (see training.model.save_checkpoint), threshold 0.5."""
+    return DecisionRule(meta["task"], tuple(meta["labels"]), NORMAL_LABEL)
 
 
 def pick_device(choice: str) -> torch.device:
@@ -67,21 +74,18 @@ def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> tor
     return x * contrast.view(-1, 1, 1, 1) + brightness.view(-1, 1, 1, 1) + noise
 
 
-def loss_fn(num_labels: int, targets: np.ndarray, device: torch.device) -> Callable:
-    """Class-weighted BCE (binary, cancer = 1) or cross-entropy (multiclass)."""
-    counts = np.bincount(targets, minlength=num_labels).astype(np.float64)
+def loss_fn(rule: DecisionRule, targets: np.ndarray, device: torch.device) -> Callable:
+    """Class-weighted BCE on "not normal" (a binary rule's one logit) or cross-entropy (multiclass)."""
+    counts = np.bincount(targets, minlength=len(rule.labels)).astype(np.float64)
     counts[counts == 0] = 1
-    if num_labels == 2:
-        pos_weight = torch.tensor([counts[0] / counts[1]], dtype=torch.float32, device=device)
-        return lambda logits, y: F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), pos_weight=pos_weight[0])
-    weights = torch.tensor(counts.sum() / (num_labels * counts), dtype=torch.float32, device=device)
+    normal = rule.normal_index
+    if rule.binary:
+        pos_weight = torch.tensor(counts[normal] / (counts.sum() - counts[normal]), dtype=torch.float32, device=device)
+        return lambda logits, y: F.binary_cross_entropy_with_logits(
+            logits[:, 0], (y != normal).float(), pos_weight=pos_weight
+        )
+    weights = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32, device=device)
     return lambda logits, y: F.cross_entropy(logits, y, weight=weights)
-
-
-def cancer_probability(logits: torch.Tensor, normal_index: int = 0) -> torch.Tensor:
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0])
-    return 1 - torch.softmax(logits, dim=1)[:, normal_index]
 
 
 @torch.no_grad()
@@ -100,23 +104,24 @@ def fit(
     epochs: int,
     seed: int,
     device: torch.device,
-    num_labels: int,
+    rule: DecisionRule,
     patience: int | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[ChestNet, History]:
-    """Train and return the model at its best validation loss (a copy), with the per-epoch history."""
+    """Train and return the model at its best validation loss (a copy), with the per-epoch history.
+    `rule` is the task's decision rule (threshold 0.5 for the validation accuracy logged per epoch)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device).set_dropout(hp.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    criterion = loss_fn(num_labels, train[1], device)
+    criterion = loss_fn(rule, train[1], device)
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     history, best_state = History(), None
     for epoch in range(epochs):
         train_loss = _one_epoch(model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch)
         schedule.step()
-        row = {"epoch": epoch, "train_loss": train_loss, **_validate(model, val, criterion, device)}
+        row = {"epoch": epoch, "train_loss": train_loss, **_validate(model, val, criterion, device, rule)}
         history.epochs.append(row)
         if row["val_loss"] < history.best_val_loss:
             history.best_val_loss, history.best_epoch = row["val_loss"], epoch
@@ -147,15 +152,11 @@ def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch) 
     return total / len(x)
 
 
-def _validate(model, val, criterion, device) -> dict[str, float]:
-    logits = torch.from_numpy(predict(model, val[0], device))
-    targets = torch.from_numpy(val[1])
-    loss = criterion(logits.to(device), targets.to(device)).item()
-    prob = cancer_probability(logits).numpy()
-    decided = (prob >= 0.5) if logits.shape[1] == 1 else logits.argmax(1).numpy()
-    truth = (val[1] > 0) if logits.shape[1] == 1 else val[1]
+def _validate(model, val, criterion, device, rule: DecisionRule) -> dict[str, float]:
+    logits = predict(model, val[0], device)
+    loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(val[1]).to(device)).item()
     return {
         "val_loss": loss,
-        "val_accuracy": float((decided == truth).mean()),
-        "val_auc": roc_auc(val[1] > 0, prob),
+        "val_accuracy": float((rule.decide(logits) == val[1]).mean()),
+        "val_auc": roc_auc(val[1] != rule.normal_index, rule.cancer_probability(logits)),
     }

@@ -15,25 +15,22 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from service.card import TASK_LABELS, labels_for
 from service.errors import ServiceError, UnsupportedMediaType
 from service.inputs.imaging import DecodeLimits, decode, pixel_digest_source
 from training import atomic
 from training.artifacts import INGEST_REPORT as REPORT
 from training.artifacts import PREPARED_DIR
-from training.data import MANIFEST, SPLITS, labels_for
+from training.data import MANIFEST, SPLITS
 from training.params import Data, load_params
 from training.sources import SourceError, iter_source, source_root
-from training.tracking import configure, stage_run
+from training.tracking import stage_run
 
 # Generous: ingest reads trusted-but-messy files; the size floor comes from params (data.min_side).
 INGEST_LIMITS = DecodeLimits(max_pixels=8192 * 8192, min_side=1, max_aspect=100.0)
+# Kaggle class folders spell the labels with dots ("large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa").
 _CLASS_PREFIXES = {
-    "normal": "normal",
-    "adenocarcinoma": "adenocarcinoma",
-    "large.cell.carcinoma": "large_cell_carcinoma",
-    "large_cell_carcinoma": "large_cell_carcinoma",
-    "squamous.cell.carcinoma": "squamous_cell_carcinoma",
-    "squamous_cell_carcinoma": "squamous_cell_carcinoma",
+    spelling: label for label in TASK_LABELS["multiclass"] for spelling in (label, label.replace("_", "."))
 }
 
 
@@ -171,8 +168,7 @@ def main() -> None:
         sys.exit(f"ingest: {exc}")
     report = {"images": len(manifest["records"]), "counts": manifest["counts"], "skipped": manifest["skipped"]}
     atomic.write_json(REPORT, report)
-    with stage_run("ingest", {"data": params.raw["data"]}) as _:
-        mlflow = configure()
+    with stage_run("ingest", {"data": params.raw["data"]}) as mlflow:
         mlflow.log_metrics({"images": report["images"], "skipped": sum(report["skipped"].values())})
         mlflow.log_artifact(str(REPORT))
     print(f"ingest: {report['images']} distinct images, counts {report['counts']}, skipped {report['skipped']}")

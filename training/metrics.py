@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-BINARY_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
-
 
 def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U, tied scores share their rank); nan with one class only."""

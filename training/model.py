@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from service.card import logit_count
 from training import atomic
 
 
@@ -47,13 +48,9 @@ class ChestNet(nn.Module):
         self.head.dropout.p = p
 
 
-def output_count(num_labels: int) -> int:
-    """Binary tasks use one logit (sigmoid, BCE); multiclass one per label (softmax, CE)."""
-    return 1 if num_labels == 2 else num_labels
-
-
-def build_model(num_labels: int, dropout: float = 0.0) -> ChestNet:
-    return ChestNet(output_count(num_labels), dropout)
+def build_model(task: str, labels: list[str], dropout: float = 0.0) -> ChestNet:
+    """The classifier for a task over these labels (its output width: service.card.logit_count)."""
+    return ChestNet(logit_count(task, labels), dropout)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -114,7 +111,7 @@ def save_checkpoint(model: ChestNet, path: Path, labels: list[str], task: str, h
 def load_checkpoint(path: Path) -> tuple[ChestNet, dict]:
     """Rebuild the model from `save_checkpoint` output, strictly; returns (model in eval mode, metadata)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(len(payload["labels"]))
+    model = build_model(payload["task"], payload["labels"])
     model.load_state_dict(payload["state_dict"], strict=True)
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.eval(), meta

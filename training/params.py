@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from service.card import MIN_INPUT_SIZE
+
 PARAMS_FILE = Path("params.yaml")
 
 
@@ -180,8 +182,8 @@ def _check(p: Params) -> None:
     split = p.data.split
     if min(split.train, split.val, split.test) <= 0 or abs(split.train + split.val + split.test - 1) > 1e-6:
         errors.append("data.split fractions must be positive and sum to 1")
-    if p.preprocess.image_size < 32 or p.preprocess.std <= 0:
-        errors.append("preprocess.image_size must be >= 32 and preprocess.std > 0")
+    if p.preprocess.image_size < MIN_INPUT_SIZE or p.preprocess.std <= 0:
+        errors.append(f"preprocess.image_size must be >= {MIN_INPUT_SIZE} and preprocess.std > 0")
     if p.train.device not in ("auto", "cpu", "cuda"):
         errors.append(f"train.device must be auto, cpu or cuda, not {p.train.device!r}")
     rule = p.evaluate.threshold_rule

@@ -20,7 +20,9 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage, sparse
 
-CLASSES: tuple[str, ...] = ("normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma")
+from service.card import TASK_LABELS
+
+CLASSES = TASK_LABELS["multiclass"]  # every label has a phantom: normal, and one per cancer type
 
 MU_WATER = 0.19  # 1/cm, water at the ~70 keV effective energy of a 120 kVp beam
 FOV_CM = 40.0  # the reconstruction circle spans the image width

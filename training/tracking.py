@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 EXPERIMENT = "chest-cancer-net"
 DEFAULT_STORE = Path("mlflow.db")
@@ -43,17 +44,18 @@ def configure():
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict | None = None, nested: bool = False) -> Iterator[object]:
-    """An MLflow run named after the stage, tagged with the git commit when one is known."""
+def stage_run(stage: str, params: dict | None = None, nested: bool = False) -> Iterator[Any]:
+    """An MLflow run named after the stage, tagged with the git commit when one is known; yields the
+    configured mlflow module, the one way a stage logs (`with stage_run(...) as mlflow:`)."""
     mlflow = configure() if not nested else _mlflow()
     tags = {"stage": stage}
     commit = os.environ.get("GIT_COMMIT") or _git_commit()
     if commit:
         tags["git_commit"] = commit
-    with mlflow.start_run(run_name=stage, nested=nested, tags=tags) as run:
+    with mlflow.start_run(run_name=stage, nested=nested, tags=tags):
         if params:
             mlflow.log_params(flatten(params))
-        yield run
+        yield mlflow
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:

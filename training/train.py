@@ -7,11 +7,11 @@ import json
 from training import atomic
 from training.artifacts import BASE_MODEL, BEST_PARAMS, CURVES, CURVES_PNG, MODEL
 from training.data import input_spec, load_split
-from training.fit import HParams, fit, pick_device
+from training.fit import HParams, fit, pick_device, task_rule
 from training.model import load_checkpoint, save_checkpoint
 from training.params import load_params
 from training.plots import training_curves
-from training.tracking import configure, stage_run
+from training.tracking import stage_run
 
 
 def main() -> None:
@@ -21,8 +21,7 @@ def main() -> None:
     train, val = load_split("train", spec)[:2], load_split("val", spec)[:2]
     device = pick_device(params.train.device)
     model, meta = load_checkpoint(BASE_MODEL)
-    mlflow = configure()
-    with stage_run("train", {"train": params.raw["train"], "hparams": hp.as_dict()}):
+    with stage_run("train", {"train": params.raw["train"], "hparams": hp.as_dict()}) as mlflow:
         model, history = fit(
             model,
             train,
@@ -31,7 +30,7 @@ def main() -> None:
             params.train.epochs,
             params.train.seed,
             device,
-            len(meta["labels"]),
+            task_rule(meta),
             patience=params.train.patience,
             on_epoch=lambda epoch, row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
         )

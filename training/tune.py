@@ -15,10 +15,10 @@ import optuna
 from training import atomic
 from training.artifacts import BASE_MODEL, BEST_PARAMS, PREPARED_DIR, STUDY_DB
 from training.data import MANIFEST, input_spec, load_split
-from training.fit import HParams, fit, pick_device
+from training.fit import HParams, fit, pick_device, task_rule
 from training.model import load_checkpoint
 from training.params import Tune, load_params
-from training.tracking import configure, stage_run
+from training.tracking import stage_run
 
 
 def suggest(trial: optuna.Trial, space: Tune) -> HParams:
@@ -53,13 +53,12 @@ def main() -> None:
         sampler=optuna.samplers.TPESampler(seed=space.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
-    mlflow = configure()
     done = sum(t.state.is_finished() for t in study.trials)
 
     def objective(trial: optuna.Trial) -> float:
         hp = suggest(trial, space)
         model, meta = load_checkpoint(BASE_MODEL)
-        with stage_run(f"trial-{trial.number}", hp.as_dict(), nested=True):
+        with stage_run(f"trial-{trial.number}", hp.as_dict(), nested=True) as mlflow:
 
             def report(epoch: int, row: dict) -> None:
                 mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -76,12 +75,12 @@ def main() -> None:
                 space.epochs,
                 space.seed + trial.number,
                 device,
-                len(meta["labels"]),
+                task_rule(meta),
                 on_epoch=report,
             )
         return history.best_val_loss
 
-    with stage_run("tune", {"tune": params.raw["tune"]}):
+    with stage_run("tune", {"tune": params.raw["tune"]}) as mlflow:
         if done < space.n_trials:
             logging.info("tune: %d of %d trials done, running the rest", done, space.n_trials)
             study.optimize(objective, n_trials=space.n_trials - done)

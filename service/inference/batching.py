@@ -20,14 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import NotReady, Overloaded, ServiceError
+from service.errors import InferenceFailed, NotReady, Overloaded
 from service.observability.metrics import Metrics
 
 RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-class InferenceFailed(ServiceError):
-    status, code = 500, "inference_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +77,7 @@ class Batcher:
         if self._closed:
             raise NotReady("the service is shutting down")
         if self._admitted + count > self.capacity:
-            raise Overloaded("the service is at capacity; retry shortly", retry_after=1)
+            raise Overloaded("the service is at capacity; retry shortly")
         ticket = Ticket(count)
         self._admitted += count
         self._expected += count
@@ -108,7 +104,7 @@ class Batcher:
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:  # admission keeps this from happening; refuse rather than wait
-            raise Overloaded("the inference queue is full; retry shortly", retry_after=1) from None
+            raise Overloaded("the inference queue is full; retry shortly") from None
         self._metrics.queue_depth.set(self._queue.qsize())
         return await job.future
 

@@ -1,10 +1,11 @@
 """Logits -> probabilities -> label, by the card's one decision rule.
 
-probability = P(not normal): sigmoid(logit) for a binary card, 1 - softmax[normal] for a multiclass
-one. If probability >= threshold the label is the most probable cancer label, otherwise the normal
-label. Training (evaluate) and export (parity gates) use these same functions.
-The heatmap shows evidence for the decided label: the decided class's CAM channel; for a
-binary card's "normal" decision that is the single channel negated (evidence against cancer).
+probability = P(not normal): sigmoid(logit) for a binary task (one logit, service.card.logit_count),
+1 - softmax[normal] for a multiclass one. If probability >= threshold the label is the most probable
+cancer label, otherwise the normal label. Training (fit's validation, evaluate) and export (parity
+gates) use this same rule.
+The heatmap shows evidence for a label: that class's CAM channel; for a binary task's normal label it
+is the single channel negated (evidence against cancer).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.card import ModelCard
+from service.card import ModelCard, logit_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,55 +22,65 @@ class Decision:
     label: str
     probability: float  # P(not normal)
     probabilities: dict[str, float]  # every label, in the card's order
-    channel: int  # the CAM channel that explains `label`
-    sign: float  # +1, or -1 where the channel is evidence against `label`
 
 
-def cancer_probability(logits: np.ndarray, labels: list[str], normal: str) -> np.ndarray:
-    """P(not normal) per row of (N, K) logits: sigmoid for one logit, 1 - softmax[normal] otherwise."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] == 1:
-        z = np.exp(-np.abs(logits[:, 0]))  # split by sign so exp never overflows
-        return np.where(logits[:, 0] >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return 1.0 - shifted[:, labels.index(normal)] / shifted.sum(axis=1)
+@dataclass(frozen=True)
+class DecisionRule:
+    task: str  # "binary" | "multiclass"
+    labels: tuple[str, ...]
+    normal: str
+    threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.normal not in self.labels:
+            raise ValueError(f"normal label {self.normal!r} is not one of {self.labels}")
 
-def decide(logits: np.ndarray, labels: list[str], normal: str, threshold: float) -> np.ndarray:
-    """Label index per row of (N, K) logits, by the rule in the module docstring."""
-    logits = np.asarray(logits, dtype=np.float64)
-    normal_index = labels.index(normal)
-    cancer = cancer_probability(logits, labels, normal) >= threshold
-    if logits.shape[1] == 1:
-        return np.where(cancer, 1 - normal_index, normal_index)
-    masked = logits.copy()
-    masked[:, normal_index] = -np.inf
-    return np.where(cancer, masked.argmax(axis=1), normal_index)
+    @classmethod
+    def of(cls, card: ModelCard) -> DecisionRule:
+        return cls(card.task, tuple(card.labels), card.normal_label, card.threshold)
 
+    @property
+    def binary(self) -> bool:
+        return logit_count(self.task, self.labels) == 1
 
-def explained_channel(decided: np.ndarray, binary: bool) -> np.ndarray:
-    """The CAM channel that explains each decided label index (binary cards have one channel)."""
-    return np.zeros_like(decided) if binary else decided
+    @property
+    def normal_index(self) -> int:
+        return self.labels.index(self.normal)
 
+    def cancer_probability(self, logits: np.ndarray) -> np.ndarray:
+        """P(not normal) per row of (N, K) logits."""
+        logits = self._checked(logits)
+        if self.binary:
+            z = np.exp(-np.abs(logits[:, 0]))  # split by sign so exp never overflows
+            return np.where(logits[:, 0] >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+        return 1.0 - _softmax(logits)[:, self.normal_index]
 
-class Decider:
-    def __init__(self, card: ModelCard) -> None:
-        self.labels = list(card.labels)
-        self.normal = card.normal_label
-        self.threshold = card.threshold
-        self.binary = card.task == "binary"
+    def label_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(N, labels) probabilities in the labels' order."""
+        if not self.binary:
+            return _softmax(self._checked(logits))
+        p = self.cancer_probability(logits)
+        out = np.repeat(p[:, None], len(self.labels), axis=1)
+        out[:, self.normal_index] = 1.0 - p
+        return out
 
-    def decide(self, logits: np.ndarray) -> Decision:
+    def decide(self, logits: np.ndarray) -> np.ndarray:
+        """The decided label index per row of (N, K) logits."""
+        logits = self._checked(logits)
+        cancer = self.cancer_probability(logits) >= self.threshold
+        if self.binary:
+            return np.where(cancer, 1 - self.normal_index, self.normal_index)
+        masked = logits.copy()
+        masked[:, self.normal_index] = -np.inf
+        return np.where(cancer, masked.argmax(axis=1), self.normal_index)
+
+    def decision(self, logits: np.ndarray) -> Decision:
         """One image's logits, shape (K,), to its decision."""
         row = np.asarray(logits, dtype=np.float64)[None]
-        p = float(cancer_probability(row, self.labels, self.normal)[0])
-        label = self.labels[int(decide(row, self.labels, self.normal, self.threshold)[0])]
-        if self.binary:
-            probabilities = {name: (1.0 - p if name == self.normal else p) for name in self.labels}
-        else:
-            probabilities = dict(zip(self.labels, _softmax(row[0]).tolist(), strict=True))
-        channel, sign = self.channel_for(label)
-        return Decision(label, p, probabilities, channel, sign)
+        probabilities = self.label_probabilities(row)[0]
+        label = self.labels[int(self.decide(row)[0])]
+        p = float(self.cancer_probability(row)[0])
+        return Decision(label, p, dict(zip(self.labels, probabilities.tolist(), strict=True)))
 
     def channel_for(self, label: str) -> tuple[int, float]:
         """The CAM channel and sign that show evidence for `label`; KeyError if it is no label."""
@@ -79,7 +90,18 @@ class Decider:
             return 0, (-1.0 if label == self.normal else 1.0)
         return self.labels.index(label), 1.0
 
+    def explained_channels(self, decided: np.ndarray) -> np.ndarray:
+        """The CAM channel that explains each decided label index."""
+        return np.zeros_like(decided) if self.binary else decided
+
+    def _checked(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float64)
+        expected = logit_count(self.task, self.labels)
+        if logits.ndim != 2 or logits.shape[1] != expected:
+            raise ValueError(f"a {self.task} rule over {len(self.labels)} labels needs (N, {expected}) logits")
+        return logits
+
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max())
-    return z / z.sum()
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

@@ -53,10 +53,6 @@ class Engine:
         logits, cam = self.session.run(self.output_names, {self.input_name: batch})
         return logits, cam
 
-    @property
-    def outputs_per_image(self) -> int:
-        return 1 if self.card.task == "binary" else len(self.card.labels)
-
     def self_test(self) -> float:
         """Run the card's golden input; returns the largest logit error, raises SelfTestFailed."""
         golden = self.card.golden
@@ -67,7 +63,7 @@ class Engine:
             logits, cam = self.run(golden_input(self.card.input.size))
         except Exception as exc:  # an ORT failure here means the graph does not fit the card
             raise SelfTestFailed(f"the {self.variant} model failed to run on the golden input: {exc}") from None
-        k = self.outputs_per_image
+        k = self.card.logits_per_image
         if logits.shape != (1, k) or cam.ndim != 4 or cam.shape[:2] != (1, k):
             raise SelfTestFailed(
                 f"the {self.variant} model's outputs have shapes {logits.shape} and {cam.shape}; "

@@ -19,7 +19,7 @@ from PIL import Image
 
 from service.errors import DeadlineExceeded, RequestTimeout
 from service.inference.batching import Batcher, Outcome, Ticket
-from service.inference.decision import Decider, Decision
+from service.inference.decision import Decision, DecisionRule
 from service.inference.engine import Engine
 from service.inputs.imaging import DecodeLimits, decode, preprocess
 from service.observability.metrics import Metrics
@@ -49,7 +49,7 @@ class Runtime:
         self.engine = engine
         self.card = engine.card
         self.metrics = metrics
-        self.decider = Decider(engine.card)
+        self.rule = DecisionRule.of(engine.card)
         self.limits = DecodeLimits(max_pixels=settings.max_pixels)
         self.model_ref = ModelRef(engine.card.name, engine.card.version, engine.variant, engine.sha256)
         self.batcher = Batcher(
@@ -85,7 +85,7 @@ class Runtime:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 yield
         except TimeoutError:
-            raise DeadlineExceeded("the request did not finish within its deadline", retry_after=1) from None
+            raise DeadlineExceeded("the request did not finish within its deadline") from None
 
     @contextlib.asynccontextmanager
     async def upload_deadline(self) -> AsyncIterator[None]:
@@ -115,7 +115,7 @@ class Runtime:
         return Prepared(tensor, grey, time.perf_counter() - started)
 
     def decide(self, outcome: Outcome) -> Decision:
-        decision = self.decider.decide(outcome.logits)
+        decision = self.rule.decision(outcome.logits)
         self.metrics.predictions.labels(decision.label).inc()
         self.metrics.probability.observe(decision.probability)
         return decision

@@ -18,7 +18,9 @@ from service.errors import InvalidImage, UnsupportedMediaType
 
 # Formats are recognised by their magic bytes only, never by file name or client content type.
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
-_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+# The pixel limit of an upload (the service's MAX_PIXELS default), checked from the header; CT slices are
+# 512x512, and the Kaggle screenshots at most about 1200 wide. Ingest passes its own, larger limits.
+DEFAULT_MAX_PIXELS = 2048 * 2048
 
 # EXIF orientation tag value -> the transpose that puts the image upright.
 _ORIENT = {
@@ -39,7 +41,7 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 class DecodeLimits:
     """What an upload may be, checked from the header before any pixel is decoded."""
 
-    max_pixels: int = 4096 * 4096
+    max_pixels: int = DEFAULT_MAX_PIXELS
     min_side: int = 32
     max_aspect: float = 10.0
 
@@ -61,10 +63,6 @@ def sniff_format(data: bytes) -> str:
         if data.startswith(magic):
             return name
     raise UnsupportedMediaType("only PNG and JPEG images are accepted")
-
-
-def media_type(data: bytes) -> str:
-    return _MEDIA_TYPES[sniff_format(data)]
 
 
 def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:

@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 (KServe / Triton REST), JSON tensors.
+"""Open Inference Protocol v2 (KServe / Triton REST) routes, JSON tensors (service.oip.tensors).
 
 Inputs: exactly one tensor, either FP32 [N, 1, S, S] (already preprocessed as the card says) or
 BYTES [N] whose elements are base64-encoded PNG/JPEG files (decoded and preprocessed here).
@@ -9,104 +9,28 @@ Outputs: `logits` FP32 [N, K], `cam` FP32 [N, K, h, w], `probabilities` FP32 [N,
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import re
-import warnings
 from importlib import metadata
-from typing import Annotated, Any
 
-import msgspec
-import numpy as np
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from service.errors import BadRequest, NotFound, PayloadTooLarge
-from service.inference.runtime import Classified, Runtime
+from service.errors import BadRequest, NotFound
+from service.inference.runtime import Runtime
+from service.oip.schemas import (
+    InferResponse,
+    Liveness,
+    ModelMetadata,
+    ModelReadiness,
+    Readiness,
+    ServerMetadata,
+    TensorMeta,
+)
+from service.oip.tensors import bytes_files, decode_request, fp32_images, output_tensor, wanted_outputs
 from service.web.apidoc import ERROR_RESPONSES, MODEL_NOT_FOUND, InferOperation, not_ready
 from service.web.routes import request_id, runtime_of
 
-OUTPUTS = ("logits", "cam", "probabilities", "label")
 SERVER_NAME = "chest-cancer-net"
-
-
-class TensorMeta(msgspec.Struct, frozen=True):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ServerMetadata(msgspec.Struct, frozen=True):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class ModelMetadata(msgspec.Struct, frozen=True):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMeta]
-    outputs: list[TensorMeta]
-
-
-class Liveness(msgspec.Struct, frozen=True):
-    live: bool
-
-
-class Readiness(msgspec.Struct, frozen=True):
-    ready: bool
-
-
-class ModelReadiness(msgspec.Struct, frozen=True):
-    name: str
-    ready: bool
-
-
-class InferTensor(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An output tensor."""
-
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
-
-
-# Request fields that could hold millions of values stay raw JSON (validated, never turned into Python
-# objects) until the declared shape is checked: as Python floats, an 8 MiB body of numbers took
-# ~70 MB, and 64 such requests at once took the process past 4 GB.
-_Few = msgspec.Meta(max_length=8)
-
-
-class InferInput(msgspec.Struct, frozen=True):
-    """An input tensor: `data` flat (row-major) or nested; BYTES elements are base64 strings."""
-
-    name: str
-    shape: Annotated[list[int], _Few]
-    datatype: str
-    data: msgspec.Raw
-    parameters: msgspec.Raw = msgspec.Raw()  # accepted, ignored
-
-
-class RequestedOutput(msgspec.Struct, frozen=True):
-    name: str
-    parameters: msgspec.Raw = msgspec.Raw()  # accepted, ignored
-
-
-class InferRequest(msgspec.Struct, frozen=True):
-    inputs: Annotated[list[InferInput], _Few]
-    id: str | None = None
-    parameters: msgspec.Raw = msgspec.Raw()  # accepted, ignored
-    outputs: Annotated[list[RequestedOutput], _Few] | None = None
-
-
-class InferResponse(msgspec.Struct, frozen=True, omit_defaults=True):
-    model_name: str
-    model_version: str
-    outputs: list[InferTensor]
-    id: str | None = None
 
 
 @get("/v2", tags=["oip"])
@@ -136,7 +60,7 @@ async def model_metadata(
 ) -> ModelMetadata:
     """Name, versions, platform and the input/output tensors."""
     rt = _model(state, model_name, model_version)
-    size, k = rt.card.input.size, rt.engine.outputs_per_image
+    size, k = rt.card.input.size, rt.card.logits_per_image
     cam_shape = list(rt.engine.session.get_outputs()[_output_index(rt, rt.card.outputs.cam)].shape)
     cam_hw = [s if isinstance(s, int) else -1 for s in cam_shape[2:]]
     return ModelMetadata(
@@ -183,18 +107,18 @@ async def infer(
     rt = _model(state, model_name, model_version)
     async with rt.upload_deadline():
         body = await request.body()
-    data = _decode(body)
-    wanted = _wanted_outputs(data)
+    data = decode_request(body)
+    wanted = wanted_outputs(data)
     if len(data.inputs) != 1:
         raise BadRequest("send exactly one input tensor (FP32 preprocessed, or BYTES encoded images)")
     tensor = data.inputs[0]
     async with rt.deadline():
         if tensor.datatype == "FP32":
-            images = _fp32_images(rt, tensor)
+            images = fp32_images(rt, tensor)
             with rt.batcher.admit(len(images)) as ticket:
                 results = await asyncio.gather(*(rt.classify_tensor(ticket, image) for image in images))
         elif tensor.datatype == "BYTES":
-            files = _bytes_files(rt, tensor)
+            files = bytes_files(rt, tensor)
             with rt.batcher.admit(len(files)) as ticket:
                 results = await asyncio.gather(*(rt.classify(ticket, file) for file in files))
         else:
@@ -203,100 +127,9 @@ async def infer(
     return InferResponse(
         model_name=rt.card.name,
         model_version=rt.card.version,
-        outputs=[_output(rt, name, results) for name in wanted],
+        outputs=[output_tensor(rt, name, results) for name in wanted],
         id=data.id if data.id is not None else request_id(request),
     )
-
-
-def _decode(body: bytes) -> InferRequest:
-    # By hand, not Litestar's JSONBody: that decodes to Python objects first, which is the cost avoided.
-    try:
-        return msgspec.json.decode(body, type=InferRequest)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(str(exc)) from None
-
-
-def _fp32_images(rt: Runtime, tensor: InferInput) -> list[np.ndarray]:
-    size = rt.card.input.size
-    shape = tensor.shape
-    if len(shape) != 4 or shape[1:] != [1, size, size] or shape[0] < 1:
-        raise BadRequest(f"an FP32 input must have shape [N, 1, {size}, {size}]")
-    _check_count(rt, shape[0])
-    array = _numbers(tensor.data, int(np.prod(shape)), shape)
-    if not np.isfinite(array).all():
-        raise BadRequest("the FP32 data contains NaN or infinity")
-    batch = array.reshape(shape)
-    return [batch[i] for i in range(shape[0])]
-
-
-def _numbers(raw: msgspec.Raw, count: int, shape: list[int]) -> np.ndarray:
-    """A JSON array of `count` numbers (flat or nested) as float32, parsed by numpy in place of one
-    Python object per number; the count is checked on the text first."""
-    blob = bytes(raw)
-    if not re.match(rb"\s*\[", blob):
-        raise BadRequest("the FP32 data must be an array of numbers")
-    text = blob.translate(None, b"[] \t\r\n")
-    del blob
-    found = text.count(b",") + 1 if text else 0
-    if found != count:
-        raise BadRequest(f"the FP32 data has {found} elements; shape {shape} needs {count}")
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):  # out of range: inf, refused later
-            warnings.simplefilter("error")
-            return np.fromstring(text, dtype=np.float32, sep=",")
-    except (ValueError, DeprecationWarning):
-        raise BadRequest("the FP32 data must be numbers") from None
-
-
-def _bytes_files(rt: Runtime, tensor: InferInput) -> list[bytes]:
-    shape = tensor.shape
-    if len(shape) != 1 or shape[0] < 1:
-        raise BadRequest("a BYTES input must have shape [N] and N base64-encoded image files")
-    _check_count(rt, shape[0])
-    try:
-        items = msgspec.json.decode(tensor.data, type=Annotated[list[Any], msgspec.Meta(max_length=shape[0])])
-    except msgspec.ValidationError:
-        items = None
-    if items is None or len(items) != shape[0]:
-        raise BadRequest("a BYTES input must have shape [N] and N base64-encoded image files")
-    files = []
-    for item in items:
-        if not isinstance(item, str):
-            raise BadRequest("each BYTES element must be a base64 string")
-        try:
-            files.append(base64.b64decode(item, validate=True))
-        except (binascii.Error, ValueError):
-            raise BadRequest("a BYTES element is not valid base64") from None
-    return files
-
-
-def _check_count(rt: Runtime, count: int) -> None:
-    if count > rt.settings.max_batch_files:
-        raise PayloadTooLarge(f"at most {rt.settings.max_batch_files} images per request")
-
-
-def _wanted_outputs(data: InferRequest) -> list[str]:
-    if not data.outputs:
-        return list(OUTPUTS)
-    names = [o.name for o in data.outputs]
-    unknown = [n for n in names if n not in OUTPUTS]
-    if unknown:
-        raise BadRequest(f"unknown output {unknown[0]!r}; outputs are {', '.join(OUTPUTS)}")
-    return names
-
-
-def _output(rt: Runtime, name: str, results: list[Classified]) -> InferTensor:
-    n = len(results)
-    if name == "label":
-        return InferTensor(name, [n], "BYTES", [r.decision.label for r in results])
-    if name == "probabilities":
-        rows = [[r.decision.probabilities[label] for label in rt.card.labels] for r in results]
-        array = np.asarray(rows, dtype=np.float32)
-    else:
-        array = np.stack([r.outcome.logits if name == "logits" else r.outcome.cam for r in results])
-    return InferTensor(name, list(array.shape), "FP32", array.astype(np.float32).reshape(-1).tolist())
 
 
 def _model(state: State, name: str, version: str | None) -> Runtime:

@@ -28,6 +28,7 @@ import h11
 import msgspec
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.errors import Overloaded
 from service.observability.metrics import Metrics
 from service.web.observe import PROBES
 from service.web.schemas import ErrorBody
@@ -125,18 +126,14 @@ class RequestLimit:
             self.body_bytes -= reserved
 
     async def _refuse(self, scope: Any, send: Any, detail: str) -> None:
-        self.metrics.errors.labels("overloaded").inc()
-        body = msgspec.json.encode(
-            ErrorBody(
-                error="overloaded",
-                detail=detail,
-                request_id=scope.get("state", {}).get("request_id", ""),
-            )
-        )
+        refusal = Overloaded(detail)
+        self.metrics.errors.labels(refusal.code).inc()
+        request_id = scope.get("state", {}).get("request_id", "")
+        body = msgspec.json.encode(ErrorBody(error=refusal.code, detail=refusal.detail, request_id=request_id))
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"retry-after", b"1"),
+            (b"retry-after", str(refusal.retry_after).encode()),
         ]
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})

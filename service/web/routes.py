@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromQuery
@@ -32,6 +31,7 @@ from service.web.schemas import (
     ItemResult,
     ModelInfo,
     Prediction,
+    model_info,
 )
 from service.web.uploads import multipart_images, single_image
 
@@ -135,7 +135,7 @@ async def explain(request: Request, state: State, target: FromQuery[str | None] 
         decision, prepared = result.decision, result.prepared
         assert prepared is not None
         shown = target or decision.label
-        channel, sign = rt.decider.channel_for(shown)
+        channel, sign = rt.rule.channel_for(shown)
         heat = heat_for(result.outcome.cam, channel, sign, prepared.grey.size, rt.card.input.size)
         request.scope["state"]["label"] = decision.label
         if request.accept.best_match(["image/png", "application/json"], "image/png") == "image/png":
@@ -169,8 +169,7 @@ async def explain(request: Request, state: State, target: FromQuery[str | None] 
 async def model(state: State) -> ModelInfo:
     """The model card's public fields and which variant this process serves."""
     rt = runtime_of(state)
-    extra = {"variant": rt.engine.variant, "sha256": rt.engine.sha256}
-    return msgspec.convert(rt.card.public() | extra, ModelInfo)
+    return model_info(rt.card, rt.engine.variant, rt.engine.sha256)
 
 
 @get("/health/live", tags=["health"])

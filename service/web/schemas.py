@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
-from service.card import Golden, InputSpec, OutputSpec
+from service.card import ModelCard, ModelFile
 
 
 class ErrorBody(msgspec.Struct, frozen=True):
@@ -90,33 +88,36 @@ class Explanation(msgspec.Struct, frozen=True):
     request_id: str
 
 
-class PublicFile(msgspec.Struct, frozen=True):
-    sha256: str
-    bytes: int
+# The public view of the card is derived from the card's own definition, so a field added to the card
+# appears in GET /v1/model (and its schema) without being written again; only file paths stay private.
+PublicFile = msgspec.defstruct(
+    "PublicFile",
+    [(f.name, f.type) for f in msgspec.structs.fields(ModelFile) if f.name != "path"],
+    frozen=True,
+    module=__name__,
+)
 
 
-class ModelInfo(msgspec.Struct, frozen=True):
-    """The card's public fields, plus which variant this process serves."""
+def public_view(card_type: type[ModelCard]) -> type[msgspec.Struct]:
+    """Every field of the card type, files without their paths, and which file this process serves."""
+    fields = msgspec.structs.fields(card_type)
+    return msgspec.defstruct(
+        "ModelInfo",
+        [(f.name, dict[str, PublicFile] if f.name == "files" else f.type) for f in fields]
+        + [("variant", str), ("sha256", str)],
+        frozen=True,
+        module=__name__,
+    )
 
-    name: str
-    version: str
-    task: str
-    labels: list[str]
-    normal_label: str
-    threshold: float
-    threshold_rule: str
-    input: InputSpec
-    outputs: OutputSpec
-    files: dict[str, PublicFile]
-    golden: Golden
-    variant: str
-    sha256: str
-    metrics: dict[str, Any] = {}
-    parity: dict[str, Any] = {}
-    data_manifest_sha256: str = ""
-    params_sha256: str = ""
-    versions: dict[str, str] = {}
-    created_at: str = ""
+
+ModelInfo = public_view(ModelCard)
+
+
+def model_info(card: ModelCard, variant: str, sha256: str) -> ModelInfo:
+    public = msgspec.to_builtins(card)
+    for entry in public["files"].values():
+        del entry["path"]
+    return msgspec.convert(public | {"variant": variant, "sha256": sha256}, ModelInfo)
 
 
 class Health(msgspec.Struct, frozen=True):

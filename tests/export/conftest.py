@@ -9,10 +9,12 @@ can pass on eight test images.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -61,42 +63,26 @@ def encode(grey: Image.Image, how: str) -> bytes:
 
 
 def write_dataset(root: Path) -> None:
-    """source/ (originals) and data/prepared/ (grey PNGs + manifest) as ingest writes them."""
+    """source/ (originals) and data/prepared/ (grey PNGs + manifest), written by ingest's own writer."""
     from service.inputs.imaging import decode, pixel_digest_source
+    from training.ingest import write_prepared
+    from training.params import load_params
 
-    prepared = root / "data" / "prepared"
-    (prepared / "images").mkdir(parents=True)
-    records, seed = [], 0
+    data = dataclasses.replace(load_params(root / "params.yaml").data, source=str(root / "source"))
+    found, assignment, seed = {}, {}, 0
     for split, per_class in SPLITS.items():
         for label in LABELS:
             for _ in range(per_class):
                 seed += 1
-                data = encode(toy_picture(label, seed), ENCODINGS[seed % len(ENCODINGS)])
+                encoded = encode(toy_picture(label, seed), ENCODINGS[seed % len(ENCODINGS)])
                 source = f"{split}/{label}/{seed:03d}.png"  # JPEGs too: the real data has such files
                 (root / "source" / source).parent.mkdir(parents=True, exist_ok=True)
-                (root / "source" / source).write_bytes(data)
-                grey = decode(data)
+                (root / "source" / source).write_bytes(encoded)
+                grey = decode(encoded)
                 digest = hashlib.sha256(pixel_digest_source(grey)).hexdigest()
-                grey.save(prepared / "images" / f"{digest}.png", format="PNG", compress_level=1)
-                records.append(
-                    {
-                        "sha256": digest,
-                        "source": source,
-                        "label": label,
-                        "split": split,
-                        "file": f"images/{digest}.png",
-                        "width": grey.size[0],
-                        "height": grey.size[1],
-                    }
-                )
-    manifest = {
-        "task": "binary",
-        "labels": LABELS,
-        "source": str(root / "source"),
-        "source_root": str(root / "source"),
-        "records": records,
-    }
-    (prepared / "manifest.json").write_text(json.dumps(manifest, indent=2))
+                found[digest] = {"label": label, "source": source, "image": grey}
+                assignment[digest] = split
+    write_prepared(found, assignment, data, LABELS, Counter(), root / "data" / "prepared")
 
 
 def write_model_and_metrics(root: Path) -> None:
@@ -109,7 +95,7 @@ def write_model_and_metrics(root: Path) -> None:
     spec = input_spec(load_params(root / "params.yaml").preprocess)
     x, y, _ = load_split("train", spec, root / "data" / "prepared")
     torch.manual_seed(0)
-    model = build_model(len(LABELS)).eval()
+    model = build_model("binary", LABELS).eval()
     with torch.no_grad():
         features = model.body(torch.from_numpy(x)).mean(dim=(2, 3)).double()
         mean0, mean1 = features[y == 0].mean(0), features[y == 1].mean(0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.parity import Outputs, Rule, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
+from export.parity import Outputs, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
+from service.inference.decision import DecisionRule
 from training.params import Gates
 
 GATES = Gates(
@@ -15,9 +16,9 @@ GATES = Gates(
     int8_max_auc_delta=0.01,
     heatmap_min_corr=0.99,
 )
-BINARY = Rule(["normal", "adenocarcinoma"], "normal", 0.5, "binary")
-MULTI = Rule(
-    ["normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma"], "normal", 0.6, "multiclass"
+BINARY = DecisionRule("binary", ("normal", "adenocarcinoma"), "normal", 0.5)
+MULTI = DecisionRule(
+    "multiclass", ("normal", "adenocarcinoma", "large_cell_carcinoma", "squamous_cell_carcinoma"), "normal", 0.6
 )
 
 

@@ -145,6 +145,22 @@ def test_wrong_mean_in_the_card_fails_the_preprocess_gate(project, capsys, monke
     assert all(parity["gates"][g]["passed"] for g in ("fp32", "int8", "heatmap"))
 
 
+def test_a_card_written_wrong_fails_the_preprocess_gate(project, capsys, monkeypatch):
+    # The draft is right; only the bytes on disk are wrong. The gates must see what the service reads.
+    import export.write_card
+
+    original = export.write_card.card_bytes
+
+    def corrupted(card):
+        return original(card).replace(b'"mean": 0.2', b'"mean": 0.3', 1)
+
+    monkeypatch.setattr(export.write_card, "card_bytes", corrupted)
+    parity = assert_gate_fails(
+        capsys, "preprocess", "differs from the training pipeline by up to 0.4 > allowed 1e-05 in test_split, png_L"
+    )
+    assert all(parity["gates"][g]["passed"] for g in ("fp32", "int8", "heatmap"))
+
+
 def test_int8_model_that_disagrees_fails_the_int8_gate(project, capsys, monkeypatch):
     wrap(monkeypatch, "quantize_int8", lambda path: after_output(path, "logits", "Neg"))
     parity = assert_gate_fails(

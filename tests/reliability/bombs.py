@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zlib
 
+from benchmarks.harness.client import Call, image_call
 from tests.reliability.corpus import chunk, jpeg_claiming, png, png_header_only, png_text_bomb
-from tests.reliability.rel_kit import Call, image_call
 
 
 def png_pixel_bomb(side: int = 12_000) -> bytes:

@@ -1,19 +1,15 @@
-"""Fixtures for the reliability suite: tiny models (tests/service/svc_models) and real server processes."""
+"""Fixtures for the reliability suite: a slower tiny model, and quiet server processes started and ready
+(the binary model folder and `start_server` are in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.rel_kit import Proc
+from benchmarks.harness.process import ServerProcess
 from tests.service.svc_models import write_model_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_model_dir(tmp_path_factory.mktemp("rel-tiny"), "binary")
 
 
 @pytest.fixture(scope="session")
@@ -23,16 +19,12 @@ def slow_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """Start `python -m service` processes (killed by pid at the end of the test)."""
-    procs: list[Proc] = []
+def serve(start_server: Callable[..., ServerProcess]) -> Callable[..., ServerProcess]:
+    """Start `python -m service` at log level WARNING and wait until it is ready."""
 
-    def start(model_dir: Path, **env: str) -> Proc:
-        proc = Proc(model_dir, tmp_path / f"server-{len(procs)}.log", LOG_LEVEL="WARNING", **env)
-        procs.append(proc)
+    def start(model_dir: Path, **env: str) -> ServerProcess:
+        proc = start_server(model_dir, **{"LOG_LEVEL": "WARNING", **env})
         proc.wait_ready()
         return proc
 
-    yield start
-    for proc in procs:
-        proc.stop()
+    return start

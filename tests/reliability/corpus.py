@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tests.reliability.rel_kit import Call
+from benchmarks.harness.client import Call
 
 MODEL = "chest-cancer-net"
 _EXIF_ORIENTATION = 0x0112

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.harness.client import image_call
+from benchmarks.harness.process import ServerProcess, start_service
 from service.settings import Settings, available_cpus
 from tests.reliability.bombs import bombs, json_number_flood
 from tests.reliability.corpus import cases
-from tests.reliability.rel_kit import REPO, Proc, image_call
+from tests.reliability.rel_kit import REPO
 from tests.reliability.scenarios import (
     bomb_storm,
     drain,
@@ -59,8 +61,8 @@ class Run:
         self.figures: dict[str, dict] = {}
         self.checks: list[tuple[str, bool, str]] = []
 
-    def server(self, name: str, **env: str) -> Proc:
-        proc = Proc(self.model_dir, self.work / f"{name}.log", LOG_LEVEL="WARNING", **env)
+    def server(self, name: str, **env: str) -> ServerProcess:
+        proc = start_service(self.model_dir, self.work / f"{name}.log", LOG_LEVEL="WARNING", **env)
         proc.wait_ready(120)
         return proc
 

@@ -19,23 +19,11 @@ from statistics import median
 
 import httpx
 
+from benchmarks.harness.client import Call, Client, Result, Tally, closed_loop, open_loop, read_response
+from benchmarks.harness.process import RssSampler, ServerProcess, free_port, service_env
+from benchmarks.harness.stats import nearest_rank
 from tests.reliability.corpus import Case
-from tests.reliability.rel_kit import (
-    REPO,
-    Call,
-    Client,
-    Proc,
-    Result,
-    Sampler,
-    Tally,
-    _read_response,
-    closed_loop,
-    free_port,
-    leaks_in,
-    open_loop,
-    percentile,
-    service_env,
-)
+from tests.reliability.rel_kit import REPO, leaks_in
 
 REFUSALS = {429, 503}
 
@@ -46,7 +34,7 @@ def _ms(seconds: float) -> float:
 
 def latency_summary(results: list[Result]) -> dict:
     values = [r.latency for r in results]
-    return {f"p{q}_ms": _ms(percentile(values, q)) for q in (50, 95, 99)} | {"max_ms": _ms(max(values, default=0))}
+    return {f"p{q}_ms": _ms(nearest_rank(values, q)) for q in (50, 95, 99)} | {"max_ms": _ms(max(values, default=0))}
 
 
 # --- bad inputs ----------------------------------------------------------------------------------
@@ -65,7 +53,7 @@ async def send_case(port: int, case: Case) -> tuple[int, dict, bytes, str]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(case.raw)
-        status, headers, body = await asyncio.wait_for(_read_response(reader), 30)
+        status, headers, body = await asyncio.wait_for(read_response(reader), 30)
         return status, headers, body, ""
     except Exception as exc:
         return 0, {}, b"", type(exc).__name__
@@ -96,7 +84,7 @@ def check_case(case: Case, status: int, headers: dict, body: bytes, error: str) 
     return problems
 
 
-def run_corpus(proc: Proc, corpus: list[Case]) -> dict:
+def run_corpus(proc: ServerProcess, corpus: list[Case]) -> dict:
     """Every case once, the worker's health checked after each; returns failures by case name."""
     pid = proc.pid
     failures: dict[str, list[str]] = {}
@@ -216,7 +204,7 @@ def _recovery(port: int, call: Call, baseline_ms: float, limit_s: float) -> floa
 # --- decompression bombs -------------------------------------------------------------------------
 
 
-def bomb_storm(proc: Proc, calls: list[Call], total: int, concurrency: int) -> dict:
+def bomb_storm(proc: ServerProcess, calls: list[Call], total: int, concurrency: int) -> dict:
     """`total` bomb requests (cycling through `calls`) from `concurrency` callers at once; RSS sampled
     all the while."""
     before = proc.rss_mb()
@@ -236,7 +224,7 @@ def bomb_storm(proc: Proc, calls: list[Call], total: int, concurrency: int) -> d
             client.close()
         return out
 
-    with Sampler(proc.pid, every=0.02) as sampler:
+    with RssSampler(proc.pid, every=0.02) as sampler:
         results = asyncio.run(run())
     tally = Tally.of(results)
     refused = sum(n for status, n in tally.statuses.items() if status in (413, 415, 422))
@@ -257,7 +245,7 @@ def bomb_storm(proc: Proc, calls: list[Call], total: int, concurrency: int) -> d
 # --- graceful shutdown ---------------------------------------------------------------------------
 
 
-def drain(proc: Proc, call: Call, in_flight: int, slow_uploads: int, exit_limit_s: float) -> dict:
+def drain(proc: ServerProcess, call: Call, in_flight: int, slow_uploads: int, exit_limit_s: float) -> dict:
     """`in_flight` requests (and `slow_uploads` bodies still arriving) when SIGTERM lands."""
     results: list[Result] = []
     upload_statuses: list[int | str] = []
@@ -268,7 +256,7 @@ def drain(proc: Proc, call: Call, in_flight: int, slow_uploads: int, exit_limit_
         head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
         writer.write(head + b"\x89PNG\r\n\x1a\n")
         try:
-            status, _, _ = await asyncio.wait_for(_read_response(reader), 60)
+            status, _, _ = await asyncio.wait_for(read_response(reader), 60)
             upload_statuses.append(status)
         except Exception as exc:
             upload_statuses.append(type(exc).__name__)
@@ -351,7 +339,7 @@ async def _until_closed(port: int, payload: bytes, trickle: bytes, every: float,
 
 
 def slow_clients(
-    proc: Proc, call: Call, slow_headers: int, slow_bodies: int, idle: int, seconds: float, hold_limit_s: float
+    proc: ServerProcess, call: Call, slow_headers: int, slow_bodies: int, idle: int, seconds: float, hold_limit_s: float
 ) -> dict:
     """Slowloris sockets of three kinds while one normal client keeps calling."""
 
@@ -400,7 +388,13 @@ def slow_clients(
 
 
 def soak(
-    proc: Proc, call: Call, rate_rps: float, seconds: float, warmup_s: float, sample_every: float, pool: int = 32
+    proc: ServerProcess,
+    call: Call,
+    rate_rps: float,
+    seconds: float,
+    warmup_s: float,
+    sample_every: float,
+    pool: int = 32,
 ) -> dict:
     """A steady open-loop load through a pool of `pool` keep-alive connections (a proxy's upstream
     pool); RSS and open descriptors sampled throughout. The warm-up first runs `pool` callers back

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.process import ServerProcess, start_service
 from service.settings import Settings
 from tests.reliability.corpus import cases
-from tests.reliability.rel_kit import Proc
 from tests.reliability.scenarios import check_case, send_case
 
 DEFAULTS = Settings()
@@ -20,8 +20,8 @@ CORPUS = cases(DEFAULTS.max_body_bytes, DEFAULTS.max_pixels, DEFAULTS.max_batch_
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    proc = Proc(tiny_models, tmp_path_factory.mktemp("corpus") / "server.log")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_service(model_dir, tmp_path_factory.mktemp("corpus") / "server.log")
     try:
         proc.wait_ready()
         yield proc
@@ -36,14 +36,14 @@ def test_the_corpus_is_broad() -> None:
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
-def test_bad_input(server: Proc, case) -> None:
+def test_bad_input(server: ServerProcess, case) -> None:
     pid = server.pid
     status, headers, body, error = asyncio.run(send_case(server.port, case))
     assert check_case(case, status, headers, body, error) == []
     assert server.alive_and_ready() and server.pid == pid, server.output()[-2000:]
 
 
-def test_no_unhandled_error_was_logged(server: Proc) -> None:
+def test_no_unhandled_error_was_logged(server: ServerProcess) -> None:
     """Runs after the corpus (file order): nothing reached the catch-all 500 handler, and every log
     line (library warnings included) is one JSON object."""
     log = server.output()

@@ -56,8 +56,8 @@ def _body_for(path: str) -> dict:
     return {"files": {field: ("scan.png", image, "image/png")}}
 
 
-def test_api_key_guards_every_prediction_route(serve, tiny_models: Path) -> None:
-    proc = serve(tiny_models, API_KEY=KEY)
+def test_api_key_guards_every_prediction_route(serve, model_dir: Path) -> None:
+    proc = serve(model_dir, API_KEY=KEY)
     spec = httpx.get(proc.url + "/schema/openapi.json").json()
     posts = [p for p, ops in spec["paths"].items() if "post" in ops]
     assert {"/v1/predict", "/v1/predict/batch", "/v1/explain", "/v2/models/{model_name}/infer"} <= set(posts)

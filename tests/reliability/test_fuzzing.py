@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("schemathesis", reason="schemathesis (the dev extra) is not installed")
 
 
-def test_fuzzing_finds_no_server_error_or_schema_violation(serve, tiny_models: Path, tmp_path: Path) -> None:
-    proc = serve(tiny_models)
+def test_fuzzing_finds_no_server_error_or_schema_violation(serve, model_dir: Path, tmp_path: Path) -> None:
+    proc = serve(model_dir)
     result = fuzz(proc.url, max_examples=8, workdir=tmp_path, seed=1, max_time_s=90, phases="coverage,fuzzing")
     report = result["report"]
     assert result["exit_code"] == 0, result["output"]
@@ -23,9 +23,9 @@ def test_fuzzing_finds_no_server_error_or_schema_violation(serve, tiny_models: P
     assert '"msg":"unhandled error"' not in proc.output()
 
 
-def test_fuzzing_with_an_api_key(serve, tiny_models: Path, tmp_path: Path) -> None:
+def test_fuzzing_with_an_api_key(serve, model_dir: Path, tmp_path: Path) -> None:
     key = "fuzz-key-0123456789abcdef"
-    proc = serve(tiny_models, API_KEY=key)
+    proc = serve(model_dir, API_KEY=key)
     result = fuzz(
         proc.url,
         max_examples=4,

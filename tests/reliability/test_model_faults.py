@@ -97,9 +97,9 @@ FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=list(FAULTS))
-def test_broken_model_stops_the_process(fault: str, tiny_models: Path, tmp_path: Path) -> None:
+def test_broken_model_stops_the_process(fault: str, model_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "models"
-    shutil.copytree(tiny_models, folder)
+    shutil.copytree(model_dir, folder)
     breaks, message = FAULTS[fault]
     breaks(folder)
     result = start_with(folder)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.client import image_call
 from tests.reliability.bombs import bombs, json_number_flood
 from tests.reliability.corpus import png
-from tests.reliability.rel_kit import image_call
 from tests.reliability.scenarios import bomb_storm, measure_capacity, overload, sequential_latency
 
 pytestmark = pytest.mark.slow
@@ -36,11 +36,11 @@ def test_overload_at_three_times_capacity(serve, slow_models: Path) -> None:
     assert proc.alive_and_ready()
 
 
-def test_json_number_flood_does_not_multiply_memory(serve, tiny_models: Path) -> None:
+def test_json_number_flood_does_not_multiply_memory(serve, model_dir: Path) -> None:
     """OIP bodies full of numbers stay raw until their shape is checked: memory grows about as much as
     the bodies themselves (as Python floats it was about 9x: 4.7 GB for 64 bodies of 8 MiB)."""
     body = 2 * 1024 * 1024
-    proc = serve(tiny_models, MAX_BODY_BYTES=str(body + 1024))
+    proc = serve(model_dir, MAX_BODY_BYTES=str(body + 1024))
     result = bomb_storm(proc, [json_number_flood(body, 64)], total=96, concurrency=32)
     print(result)
     assert result["tally"]["statuses"] == {400: 96}, result
@@ -49,8 +49,8 @@ def test_json_number_flood_does_not_multiply_memory(serve, tiny_models: Path) ->
     assert result["worker_alive"]
 
 
-def test_decompression_bomb_storm(serve, tiny_models: Path) -> None:
-    proc = serve(tiny_models)
+def test_decompression_bomb_storm(serve, model_dir: Path) -> None:
+    proc = serve(model_dir)
     result = bomb_storm(proc, bombs(), total=150, concurrency=24)
     print(result)
     assert result["refused"] == result["bombs"], result

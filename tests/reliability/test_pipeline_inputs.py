@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from service.card import labels_for
 from tests.training.conftest import build_kaggle_folder, grey_image, png_bytes, toy_params, write_params
 from training import ingest
-from training.data import labels_for
 from training.params import load_params
 from training.sources import SourceError, iter_source
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness.client import image_call
 from tests.reliability.corpus import png
-from tests.reliability.rel_kit import image_call
 from tests.reliability.scenarios import drain
 
 pytestmark = pytest.mark.slow

@@ -11,17 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.harness.client import Client, image_call
 from tests.reliability.corpus import png
-from tests.reliability.rel_kit import Client, image_call
 from tests.reliability.scenarios import _until_closed, slow_clients
 
 pytestmark = pytest.mark.slow
 
 
-def test_slowloris_does_not_starve_normal_requests(serve, tiny_models: Path) -> None:
+def test_slowloris_does_not_starve_normal_requests(serve, model_dir: Path) -> None:
     header_s, request_s = 1.0, 1.5
     proc = serve(
-        tiny_models,
+        model_dir,
         HEADER_TIMEOUT_S=str(header_s),
         REQUEST_TIMEOUT_S=str(request_s),
         KEEPALIVE_S="1",
@@ -44,8 +44,8 @@ def test_slowloris_does_not_starve_normal_requests(serve, tiny_models: Path) -> 
     assert result["worker_alive"]
 
 
-def test_requests_past_the_limit_get_json_503_and_probes_stay_up(serve, tiny_models: Path) -> None:
-    proc = serve(tiny_models, REQUEST_TIMEOUT_S="2", MAX_CONNECTIONS="4")
+def test_requests_past_the_limit_get_json_503_and_probes_stay_up(serve, model_dir: Path) -> None:
+    proc = serve(model_dir, REQUEST_TIMEOUT_S="2", MAX_CONNECTIONS="4")
     head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
 
     async def run() -> tuple[list[dict], list, list]:
@@ -72,10 +72,10 @@ def test_requests_past_the_limit_get_json_503_and_probes_stay_up(serve, tiny_mod
     assert [r.status for r in after] == [200] * 3
 
 
-def test_a_slow_json_body_to_the_oip_route_gets_408(serve, tiny_models: Path) -> None:
+def test_a_slow_json_body_to_the_oip_route_gets_408(serve, model_dir: Path) -> None:
     """The OIP body is read under the same deadline as uploads (Litestar's own body parsing had none:
     a trickled JSON body held its request open for as long as the client liked)."""
-    proc = serve(tiny_models, REQUEST_TIMEOUT_S="1")
+    proc = serve(model_dir, REQUEST_TIMEOUT_S="1")
     head = (
         b"POST /v2/models/chest-cancer-net/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100000\r\n\r\n{"

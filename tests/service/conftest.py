@@ -1,19 +1,14 @@
-"""Fixtures for the service tests: tiny models (svc_models) and servers on loopback (svc_kit)."""
+"""Fixtures for the service tests: more tiny models (svc_models); the binary one and servers are in
+tests/conftest.py."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from svc_kit import Server, free_port
-from svc_models import write_model_dir
 
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_model_dir(tmp_path_factory.mktemp("models-binary"), "binary")
+from tests.service.svc_models import write_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -38,19 +33,3 @@ def copy_model_dir(model_dir: Path, tmp_path: Path) -> Callable[[], Path]:
         return target
 
     return make
-
-
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(model_dir: Path, **env: str) -> Server:
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_", "API_KEY"))}
-        full.update({"MODEL_DIR": str(model_dir), "LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env})
-        server = Server(full, free_port(), tmp_path / f"server-{len(servers)}.log")
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()

@@ -1,23 +1,19 @@
-"""Test helpers for the service: encoded images, a free port, servers on loopback, error checks."""
+"""Test helpers for the service: encoded images, the app in a thread, error checks. (Servers as processes:
+benchmarks.harness.process.)"""
 
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from benchmarks.harness.process import free_port
 from service.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def png_bytes(value: int = 128, size: tuple[int, int] = (96, 80), mode: str = "L") -> bytes:
@@ -42,55 +38,6 @@ def blob_png(size: tuple[int, int] = (128, 96), centre: tuple[int, int] = (96, 2
     out = io.BytesIO()
     Image.fromarray(image).save(out, format="PNG")
     return out.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python -m service` in a subprocess on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> float:
-        import httpx
-
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.output()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started_at
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-        raise AssertionError(f"server not ready in {timeout}s: {self.output()[-2000:]}")
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
 
 
 @contextmanager

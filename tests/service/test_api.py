@@ -9,15 +9,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from litestar.testing import TestClient
 from PIL import Image
-from svc_kit import assert_error, blob_png, jpeg_bytes, png_bytes
-from svc_models import write_model_dir
 
 from service.app import create_app
+from service.card import ModelCard, ModelFile
 from service.settings import Settings
+from service.web.schemas import public_view
+from tests.service.svc_kit import assert_error, blob_png, jpeg_bytes, png_bytes
+from tests.service.svc_models import write_model_dir
 
 
 @pytest.fixture
@@ -314,6 +317,17 @@ def test_model_card_public_fields(client: TestClient) -> None:
     assert body["input"]["size"] == 64 and body["threshold"] == 0.5
     assert set(body["files"]["int8"]) == {"sha256", "bytes"}  # no file paths
     assert body["sha256"] == body["files"]["int8"]["sha256"]
+    # Every card field is shown (the view is derived from the card's definition), paths excepted.
+    card_fields = {f.name for f in msgspec.structs.fields(ModelCard)}
+    assert set(body) == card_fields | {"variant", "sha256"}
+    assert set(body["files"]["int8"]) == {f.name for f in msgspec.structs.fields(ModelFile)} - {"path"}
+
+
+def test_a_new_card_field_reaches_the_public_view() -> None:
+    class Extended(ModelCard, frozen=True, forbid_unknown_fields=True):
+        new_fact: str = "x"
+
+    assert "new_fact" in {f.name for f in msgspec.structs.fields(public_view(Extended))}
 
 
 def test_health(client: TestClient) -> None:

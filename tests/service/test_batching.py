@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from service.errors import NotReady, Overloaded
-from service.inference.batching import Batcher, InferenceFailed
+from service.errors import InferenceFailed, NotReady, Overloaded
+from service.inference.batching import Batcher
 from service.observability.metrics import Metrics
 
 

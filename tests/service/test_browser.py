@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from svc_kit import png_bytes, serve_in_thread
-from svc_models import write_model_dir
 
 from service.settings import Settings
+from tests.service.svc_kit import png_bytes, serve_in_thread
+from tests.service.svc_models import write_model_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

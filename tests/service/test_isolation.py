@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from svc_kit import REPO
+from benchmarks.harness.process import REPO
 
 FORBIDDEN = {"torch", "torchvision", "mlflow", "optuna", "dvc", "training", "export", "onnx", "matplotlib"}
 

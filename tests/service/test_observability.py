@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from litestar.testing import TestClient
-from svc_kit import assert_error, png_bytes, serve_in_thread
 
 from service.app import create_app
 from service.observability.logs import JsonFormatter
 from service.settings import Settings
+from tests.service.svc_kit import assert_error, png_bytes, serve_in_thread
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from litestar.testing import TestClient
-from svc_kit import assert_error, jpeg_bytes, png_bytes
-from svc_models import SIZE
 
 from service.app import create_app
 from service.card import golden_input
 from service.settings import Settings
+from tests.service.svc_kit import assert_error, jpeg_bytes, png_bytes
+from tests.service.svc_models import SIZE
 
 MODEL = "chest-cancer-net"
 

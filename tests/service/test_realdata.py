@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 from PIL import Image, ImageOps
-from svc_models import write_model_dir
 
 from service.app import create_app
 from service.settings import Settings
+from tests.service.svc_models import write_model_dir
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "chest-ct-kaggle" / "Data"
 pytestmark = [

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from svc_kit import REPO, png_bytes
+
+from benchmarks.harness.process import REPO
+from tests.service.svc_kit import png_bytes
 
 
 def run_once(env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from svc_kit import REPO
+
+from benchmarks.harness.process import REPO
 
 # onnx builds the fixture models (it is not torch, and not in the serve extra); the rest run pytest.
 TEST_TOOLS = ["onnx", "pytest", "pytest-timeout", "httpx"]

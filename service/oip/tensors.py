@@ -1,0 +1,110 @@
+"""OIP tensors <-> the runtime: an infer request's input tensor to images (FP32 preprocessed or BYTES
+encoded files), and the results to output tensors. Shapes and counts are checked before data is parsed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import warnings
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+from service.errors import BadRequest, PayloadTooLarge
+from service.inference.runtime import Classified, Runtime
+from service.oip.schemas import InferInput, InferRequest, InferTensor
+
+OUTPUTS = ("logits", "cam", "probabilities", "label")
+
+
+def decode_request(body: bytes) -> InferRequest:
+    # By hand, not Litestar's JSONBody: that decodes to Python objects first, which is the cost avoided.
+    try:
+        return msgspec.json.decode(body, type=InferRequest)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def fp32_images(rt: Runtime, tensor: InferInput) -> list[np.ndarray]:
+    size = rt.card.input.size
+    shape = tensor.shape
+    if len(shape) != 4 or shape[1:] != [1, size, size] or shape[0] < 1:
+        raise BadRequest(f"an FP32 input must have shape [N, 1, {size}, {size}]")
+    _check_count(rt, shape[0])
+    array = _numbers(tensor.data, int(np.prod(shape)), shape)
+    if not np.isfinite(array).all():
+        raise BadRequest("the FP32 data contains NaN or infinity")
+    batch = array.reshape(shape)
+    return [batch[i] for i in range(shape[0])]
+
+
+def _numbers(raw: msgspec.Raw, count: int, shape: list[int]) -> np.ndarray:
+    """A JSON array of `count` numbers (flat or nested) as float32, parsed by numpy in place of one
+    Python object per number; the count is checked on the text first."""
+    blob = bytes(raw)
+    if not re.match(rb"\s*\[", blob):
+        raise BadRequest("the FP32 data must be an array of numbers")
+    text = blob.translate(None, b"[] \t\r\n")
+    del blob
+    found = text.count(b",") + 1 if text else 0
+    if found != count:
+        raise BadRequest(f"the FP32 data has {found} elements; shape {shape} needs {count}")
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # out of range: inf, refused later
+            warnings.simplefilter("error")
+            return np.fromstring(text, dtype=np.float32, sep=",")
+    except (ValueError, DeprecationWarning):
+        raise BadRequest("the FP32 data must be numbers") from None
+
+
+def bytes_files(rt: Runtime, tensor: InferInput) -> list[bytes]:
+    shape = tensor.shape
+    if len(shape) != 1 or shape[0] < 1:
+        raise BadRequest("a BYTES input must have shape [N] and N base64-encoded image files")
+    _check_count(rt, shape[0])
+    try:
+        items = msgspec.json.decode(tensor.data, type=Annotated[list[Any], msgspec.Meta(max_length=shape[0])])
+    except msgspec.ValidationError:
+        items = None
+    if items is None or len(items) != shape[0]:
+        raise BadRequest("a BYTES input must have shape [N] and N base64-encoded image files")
+    files = []
+    for item in items:
+        if not isinstance(item, str):
+            raise BadRequest("each BYTES element must be a base64 string")
+        try:
+            files.append(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError):
+            raise BadRequest("a BYTES element is not valid base64") from None
+    return files
+
+
+def _check_count(rt: Runtime, count: int) -> None:
+    if count > rt.settings.max_batch_files:
+        raise PayloadTooLarge(f"at most {rt.settings.max_batch_files} images per request")
+
+
+def wanted_outputs(data: InferRequest) -> list[str]:
+    if not data.outputs:
+        return list(OUTPUTS)
+    names = [o.name for o in data.outputs]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise BadRequest(f"unknown output {unknown[0]!r}; outputs are {', '.join(OUTPUTS)}")
+    return names
+
+
+def output_tensor(rt: Runtime, name: str, results: list[Classified]) -> InferTensor:
+    n = len(results)
+    if name == "label":
+        return InferTensor(name, [n], "BYTES", [r.decision.label for r in results])
+    if name == "probabilities":
+        rows = [[r.decision.probabilities[label] for label in rt.card.labels] for r in results]
+        array = np.asarray(rows, dtype=np.float32)
+    else:
+        array = np.stack([r.outcome.logits if name == "logits" else r.outcome.cam for r in results])
+    return InferTensor(name, list(array.shape), "FP32", array.astype(np.float32).reshape(-1).tolist())
