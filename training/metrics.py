@@ -99,3 +99,19 @@ def bootstrap_intervals(
         }
         for name in point
     }
+
+
+def expected_calibration_error(positive: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
+    """ECE of P(not normal): the mean |observed cancer rate - mean predicted probability| over `bins`
+    equal-width probability bins, weighted by how many images fall in each (0 = perfectly calibrated)."""
+    positive = np.asarray(positive, dtype=np.float64)
+    probability = np.asarray(probability, dtype=np.float64)
+    if len(probability) == 0:
+        return float("nan")
+    which = np.minimum((probability * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            total += members.sum() * abs(positive[members].mean() - probability[members].mean())
+    return float(total / len(probability))

@@ -58,3 +58,15 @@ def test_auc_ties_share_their_rank():
     assert roc_auc(positive, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
     assert roc_auc(positive, np.array([0.9, 0.5, 0.5, 0.1])) == pytest.approx(0.875)
     assert np.isnan(roc_auc(np.array([True, True]), np.array([0.3, 0.4])))
+
+
+def test_expected_calibration_error() -> None:
+    from training.metrics import expected_calibration_error
+
+    # Calibrated: in the 0.2 bin 2 of 10 are positive, in the 0.8 bin 8 of 10.
+    p = np.r_[np.full(10, 0.2), np.full(10, 0.8)]
+    y = np.r_[np.arange(10) < 2, np.arange(10) < 8]
+    assert expected_calibration_error(y, p) == pytest.approx(0.0)
+    # Over-confident: says 0.95 where half are positive -> |0.5 - 0.95| everywhere.
+    assert expected_calibration_error(np.arange(20) % 2 == 0, np.full(20, 0.95)) == pytest.approx(0.45)
+    assert expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0  # p = 1 falls in the last bin
