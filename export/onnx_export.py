@@ -1,4 +1,5 @@
-"""torch -> one self-contained fp32 ONNX file with a dynamic batch axis and the (logits, cam) outputs."""
+"""torch -> one self-contained fp32 ONNX file with a dynamic batch axis and the (logits, cam, features)
+outputs (training.model.WithFeatures: the features are what the OOD gate scores)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 import onnx
 import torch
 
+from training.model import ChestNet, WithFeatures
+
 INPUT = "image"
-OUTPUTS = ("logits", "cam")
+OUTPUTS = ("logits", "cam", "features")
 MIN_OPSET = 17
 
 
@@ -16,8 +19,8 @@ class ExportError(RuntimeError):
     pass
 
 
-def export_fp32(model: torch.nn.Module, path: Path, size: int, opset: int) -> onnx.ModelProto:
-    """Export `model` (eval mode) to `path` and check the file; returns the checked graph.
+def export_fp32(model: ChestNet, path: Path, size: int, opset: int) -> onnx.ModelProto:
+    """Export `model` with its features (eval mode) to `path` and check the file; returns the graph.
 
     The dynamo exporter is used because it folds batch norm and writes a graph without the legacy
     exporter's Identity/Constant clutter; `external_data=False` keeps weights inside the one file,
@@ -29,7 +32,7 @@ def export_fp32(model: torch.nn.Module, path: Path, size: int, opset: int) -> on
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         torch.onnx.export(
-            model.eval(),
+            WithFeatures(model).eval(),
             (example,),
             str(path),
             input_names=[INPUT],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.inference.decision import DecisionRule
+from service.trust.ood import OodScorer
 from training.metrics import roc_auc
 from training.params import Gates
 
@@ -29,10 +30,15 @@ class Gate:
 
 @dataclass(frozen=True)
 class Outputs:
-    """One model's outputs on the test split."""
+    """One model's outputs on a set of images."""
 
     logits: np.ndarray  # (N, K)
     cam: np.ndarray  # (N, K, h, w)
+    features: np.ndarray | None = None  # (N, F)
+
+    def head(self, n: int) -> Outputs:
+        """The outputs of the first n images."""
+        return Outputs(self.logits[:n], self.cam[:n], None if self.features is None else self.features[:n])
 
 
 def preprocess_gate(max_abs: dict[str, float], unreadable: list[str], images: int, gates: Gates) -> Gate:
@@ -129,6 +135,37 @@ def heatmap_gate(
             "so its heatmaps are not exact"
         )
     return Gate("heatmap", measured, breaches)
+
+
+def ood_gate(
+    reference: Outputs, fp32: Outputs, int8: Outputs, scorer: OodScorer, threshold: float, gates: Gates
+) -> Gate:
+    """On the test split and the OOD sets: the fp32 graph's OOD scores against torch's (relative to the
+    threshold), and the int8 graph's abstain decisions against the fp32 graph's."""
+    s_ref, s_fp32, s_int8 = (scorer(o.logits, o.features) for o in (reference, fp32, int8))
+    delta = float(np.abs(s_fp32 - s_ref).max() / abs(threshold))
+    agreement = float(((s_fp32 > threshold) == (s_int8 > threshold)).mean())
+    measured = {
+        "images": int(len(s_ref)),
+        "max_rel_score_fp32": delta,
+        "allowed_rel_score": gates.ood_max_rel_score,
+        "max_rel_score_int8": float(np.abs(s_int8 - s_fp32).max() / abs(threshold)),
+        "abstain_agreement_int8": agreement,
+        "min_agreement": gates.int8_min_ood_agreement,
+        "abstained_fp32": float((s_fp32 > threshold).mean()),
+    }
+    breaches = []
+    if not delta <= gates.ood_max_rel_score:
+        breaches.append(
+            f"ood: fp32 OOD scores differ from torch by up to {delta:.3g} of the threshold "
+            f"> allowed {gates.ood_max_rel_score:g}"
+        )
+    if not agreement >= gates.int8_min_ood_agreement:
+        breaches.append(
+            f"ood: int8 abstain decisions agree with fp32 on {agreement:.2%} of {len(s_ref)} images "
+            f"< required {gates.int8_min_ood_agreement:.2%}"
+        )
+    return Gate("ood", measured, breaches)
 
 
 def report(gates: list[Gate], **context: object) -> dict:

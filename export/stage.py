@@ -21,17 +21,19 @@ import torch
 from PIL import Image
 
 from export.onnx_export import INPUT, OUTPUTS, ExportError, export_fp32
-from export.parity import Outputs, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
+from export.parity import Outputs, fp32_gate, heatmap_gate, int8_gate, ood_gate, preprocess_gate, report
 from export.preprocess_check import VARIANT_IMAGES, split_differences, variant_differences
 from export.quantize import calibration_subset, quantize_int8
 from export.register import record
-from export.write_card import FILES, draft_card, finish_card, write_card
+from export.write_card import FILES, OOD_STATS_FILE, draft_card, finish_card, write_card
 from service.card import CARD_FILE, ModelCard
 from service.inference.decision import DecisionRule
+from service.trust.gate import OodGate, load_statistics
 from training import atomic
-from training.artifacts import METRICS, MODEL, MODELS_DIR, PARITY_REPORT, PREPARED_DIR
+from training.artifacts import METRICS, MODEL, MODELS_DIR, OOD_FIT, OOD_STATS, PARITY_REPORT, PREPARED_DIR
 from training.data import MANIFEST, Record, input_spec, load_split
-from training.model import ChestNet, load_checkpoint
+from training.model import ChestNet, WithFeatures, load_checkpoint
+from training.ood import ood_sets, set_tensors
 from training.params import Params, load_params
 
 BATCH = 64
@@ -52,10 +54,14 @@ class Inputs:
     test_y: np.ndarray
     test_rows: list[Record]
     calibration: np.ndarray
+    ood_fit: dict  # the ood stage's choice (artifacts/ood.json)
+    ood_stats: bytes  # its feature statistics (empty for a method that reads only logits)
+    ood_x: np.ndarray  # the OOD sets' images, preprocessed: the OOD gate checks them beside the test split
 
 
 def load_inputs(params: Params) -> Inputs:
-    missing = [str(path) for path in (MODEL, METRICS, PREPARED_DIR / MANIFEST) if not path.is_file()]
+    needed = (MODEL, METRICS, PREPARED_DIR / MANIFEST, OOD_FIT, OOD_STATS)
+    missing = [str(path) for path in needed if not path.is_file()]
     if missing:
         raise ExportError(f"missing input(s) {', '.join(missing)}: run the earlier stages first (dvc repro)")
     model, meta = load_checkpoint(MODEL)
@@ -68,23 +74,28 @@ def load_inputs(params: Params) -> Inputs:
     train_x, _, _ = load_split("train", spec, PREPARED_DIR)
     calibration = calibration_subset(train_x, params.export.calibration_images)
     metrics = json.loads(METRICS.read_text())
-    return Inputs(model, meta, metrics, manifest, manifest_bytes, test_x, test_y, rows, calibration)
+    ood_x = np.concatenate([set_tensors(s.files, spec) for s in ood_sets(params, PREPARED_DIR)])
+    ood_fit, ood_stats = json.loads(OOD_FIT.read_text()), OOD_STATS.read_bytes()
+    return Inputs(
+        model, meta, metrics, manifest, manifest_bytes, test_x, test_y, rows, calibration, ood_fit, ood_stats, ood_x
+    )
 
 
 def torch_outputs(model: ChestNet, images: np.ndarray) -> Outputs:
+    net = WithFeatures(model).eval()
     with torch.inference_mode():
-        parts = [model(torch.from_numpy(images[i : i + BATCH])) for i in range(0, len(images), BATCH)]
-    return Outputs(torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[1] for p in parts]).numpy())
+        parts = [net(torch.from_numpy(images[i : i + BATCH])) for i in range(0, len(images), BATCH)]
+    return Outputs(*(torch.cat([p[k] for p in parts]).numpy() for k in range(3)))
 
 
 def onnx_outputs(path: Path, images: np.ndarray) -> Outputs:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     parts = [session.run(list(OUTPUTS), {INPUT: images[i : i + BATCH]}) for i in range(0, len(images), BATCH)]
-    return Outputs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return Outputs(*(np.concatenate([p[k] for p in parts]) for k in range(3)))
 
 
 def check_parity(inputs: Inputs, card: ModelCard, staging: Path, params: Params) -> dict:
-    """Run the four gates. The service side is the card as the service reads it back from `staging`; the
+    """Run the five gates. The service side is the card as the service reads it back from `staging`; the
     training side is what the pipeline did (params and the prepared tensors)."""
     gates = params.export.gates
     rule = DecisionRule.of(card)
@@ -92,18 +103,22 @@ def check_parity(inputs: Inputs, card: ModelCard, staging: Path, params: Params)
     worst, problems = split_differences(inputs.manifest, PREPARED_DIR, rows, x, card.input)
     greys = [_open_grey(PREPARED_DIR / row.file) for row in rows[:VARIANT_IMAGES]]
     variants = variant_differences(greys, card.input, input_spec(params.preprocess))
-    reference = torch_outputs(inputs.model, x)
-    fp32 = onnx_outputs(staging / FILES["fp32"], x)
-    int8 = onnx_outputs(staging / FILES["int8"], x)
-    bias = inputs.model.head.bias.detach().numpy()
+    every = np.concatenate([x, inputs.ood_x])  # the OOD gate also looks at the OOD sets
+    reference = torch_outputs(inputs.model, every)
+    fp32 = onnx_outputs(staging / FILES["fp32"], every)
+    int8 = onnx_outputs(staging / FILES["int8"], every)
+    n, bias = len(x), inputs.model.head.bias.detach().numpy()
+    gate = OodGate.of(card, load_statistics(staging, card), "abstain")
     return report(
         [
             preprocess_gate({"test_split": worst, **variants}, problems, len(rows), gates),
-            fp32_gate(reference, fp32, rule, gates),
-            int8_gate(reference, int8, inputs.test_y, rule, gates),
-            heatmap_gate(reference, fp32, int8, bias, rule, gates),
+            fp32_gate(reference.head(n), fp32.head(n), rule, gates),
+            int8_gate(reference.head(n), int8.head(n), inputs.test_y, rule, gates),
+            heatmap_gate(reference.head(n), fp32.head(n), int8.head(n), bias, rule, gates),
+            ood_gate(reference, fp32, int8, gate.scorer, gate.threshold, gates),
         ],
         test_images=len(rows),
+        ood_images=len(inputs.ood_x),
         calibration_images=len(inputs.calibration),
         opset=params.export.opset,
         bytes={v: (staging / name).stat().st_size for v, name in FILES.items()},
@@ -114,12 +129,14 @@ def run() -> tuple[dict, ModelCard | None]:
     """The stage, run from the repository root; raises GatesBreached after writing the parity report."""
     params = load_params()
     inputs = load_inputs(params)
-    draft = draft_card(params, inputs.meta, inputs.metrics, inputs.manifest_bytes)
+    draft = draft_card(params, inputs.meta, inputs.metrics, inputs.manifest_bytes, inputs.ood_fit)
     card = None
     with tempfile.TemporaryDirectory(prefix=".export-", dir=".") as tmp:
         staging = Path(tmp)
         export_fp32(inputs.model, staging / FILES["fp32"], draft.input.size, params.export.opset)
         quantize_int8(staging / FILES["fp32"], staging / FILES["int8"], inputs.calibration)
+        if inputs.ood_stats:
+            (staging / OOD_STATS_FILE).write_bytes(inputs.ood_stats)
         # The gates check the card as written to disk and read back, exactly what the service will use.
         served = write_card(finish_card(draft, staging), staging)
         parity = check_parity(inputs, served, staging, params)
@@ -140,8 +157,9 @@ def _open_grey(path: Path) -> Image.Image:
 
 
 def _move(staging: Path, final: Path) -> None:
-    for name in (*FILES.values(), CARD_FILE):
-        shutil.move(staging / name, final / name)
+    for name in (*FILES.values(), OOD_STATS_FILE, CARD_FILE):
+        if (staging / name).exists():
+            shutil.move(staging / name, final / name)
 
 
 def summary(parity: dict, card: ModelCard) -> str:
@@ -151,7 +169,9 @@ def summary(parity: dict, card: ModelCard) -> str:
     return (
         f"export: {MODELS_DIR}/ {sizes}, {CARD_FILE}; preprocess max |Δ| {g['preprocess']['max_abs']:.2g}; "
         f"fp32 max |Δlogit| {g['fp32']['max_abs_logit']:.2g}; int8 agreement {g['int8']['agreement']:.2%}, "
-        f"|ΔAUC| {auc}; heatmap min corr {g['heatmap']['min_corr']:.4f}"
+        f"|ΔAUC| {auc}; heatmap min corr {g['heatmap']['min_corr']:.4f}; OOD ({card.ood.method}) fp32 max "
+        f"|Δscore| {g['ood']['max_rel_score_fp32']:.2g} of the threshold, int8 abstain agreement "
+        f"{g['ood']['abstain_agreement_int8']:.2%} on {g['ood']['images']} images"
     )
 
 

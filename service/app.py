@@ -47,6 +47,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         runtime = Runtime(settings, opened, metrics)
         runtime.start()
         app.state.runtime = runtime
+        if opened.card.ood is None and settings.ood_policy != "off":
+            log.warning("the model card has no OOD gate: answers are not checked for unfamiliar images")
         log.info(
             "ready",
             extra={
@@ -55,6 +57,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
                     "version": opened.card.version,
                     "variant": opened.variant,
                     "sha256": opened.sha256,
+                    "ood": opened.card.ood.method if runtime.gate.active else None,
+                    "ood_policy": settings.ood_policy,
+                    "drift": runtime.drift is not None,
                 }
             },
         )
@@ -77,7 +82,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Content-Type", "Accept", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "X-Label", "X-Probability"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-Label", "X-Abstained", "X-Probability", "X-OOD-Score"],
         )
     app = Litestar(
         route_handlers=[predictions, *INFO_ROUTES, *OIP_ROUTES, *page_routes()],

@@ -54,6 +54,38 @@ class OutputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     logits: str  # (N, C) for multiclass, (N, 1) for binary
     cam: str  # (N, C, h, w); logits == cam.mean((2, 3)) + bias, so the heatmap is exact
     activation: Literal["sigmoid", "softmax"]
+    features: str | None = None  # (N, D) pooled features, what the mahalanobis OOD score reads
+
+
+class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Temperature scaling fitted on the validation split: probabilities are softmax/sigmoid(logits / T)."""
+
+    method: Literal["none", "temperature"] = "none"
+    temperature: float = 1.0
+    ece_test_before: float | None = None  # expected calibration error of P(not normal) on the test split
+    ece_test_after: float | None = None
+
+
+class OodSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The out-of-distribution gate: images scoring above `threshold` are not answered (service.trust.ood)."""
+
+    method: Literal["mahalanobis", "multilayer", "energy", "max_softmax"]
+    threshold: float
+    max_false_abstain: float  # the share of validation images the threshold may flag (it flags at most that)
+    statistics: ModelFile | None = None  # npz: class means and shared precision per feature block
+    evaluation: dict[str, Any] = {}  # AUROC and flagged share per OOD set (reports/ood.json)
+
+
+class DriftFeature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A feature's reference distribution: `reference[i]` is the share in bin i, bins cut at `cuts`."""
+
+    cuts: list[float]  # ascending; len(cuts) + 1 bins
+    reference: list[float]
+
+
+class DriftReference(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    source: str  # which images the reference comes from
+    features: dict[str, DriftFeature]
 
 
 class ModelFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -81,6 +113,9 @@ class ModelCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outputs: OutputSpec
     files: dict[str, ModelFile]  # keyed by variant
     golden: Golden
+    calibration: Calibration = Calibration()
+    ood: OodSpec | None = None
+    drift: DriftReference | None = None
     metrics: dict[str, Any] = {}
     parity: dict[str, Any] = {}
     data_manifest_sha256: str = ""
@@ -130,6 +165,14 @@ def validate_card(card: ModelCard) -> None:
         problems.append(f"input size must be >= {MIN_INPUT_SIZE} and std > 0")
     if not card.files:
         problems.append("no model files listed")
+    if not card.calibration.temperature > 0:
+        problems.append(f"calibration temperature {card.calibration.temperature} is not > 0")
+    feature_gate = card.ood is not None and card.ood.method in ("mahalanobis", "multilayer")
+    if feature_gate and (card.ood.statistics is None or card.outputs.features is None):
+        problems.append(f"a {card.ood.method} OOD gate needs its statistics file and a features output")
+    for name, feature in card.drift.features.items() if card.drift else ():
+        if len(feature.reference) != len(feature.cuts) + 1 or feature.cuts != sorted(feature.cuts):
+            problems.append(f"drift feature {name!r} needs ascending cuts and one more reference share")
     if problems:
         raise CardError("model card is inconsistent: " + "; ".join(problems))
 
@@ -143,6 +186,11 @@ def read_verified(model_dir: Path, card: ModelCard, variant: str) -> bytes:
     entry = card.files.get(variant)
     if entry is None:
         raise CardError(f"model card has no {variant!r} file (has: {', '.join(card.files)})")
+    return read_file_verified(model_dir, entry)
+
+
+def read_file_verified(model_dir: Path, entry: ModelFile) -> bytes:
+    """The bytes of a file the card lists (a model, the OOD statistics), only if they match its sha256."""
     path = Path(model_dir) / entry.path
     try:
         data = path.read_bytes()

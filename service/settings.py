@@ -50,6 +50,11 @@ class Settings:
     max_inflight_body_bytes: int = 64 * 1024 * 1024
     keepalive_s: float = 5.0
     header_timeout_s: float = 5.0  # a connection's request headers must arrive within this
+    # abstain: an image the OOD gate flags gets no label (200, "abstained": true); flag: the label stays,
+    # marked; off: no OOD score at all. See service/trust/gate.py.
+    ood_policy: str = "abstain"
+    drift_window: int = 1000  # images in the drift window (also bounded by DRIFT_WINDOW_S)
+    drift_window_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -165,6 +170,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_inflight_body_bytes": ("MAX_INFLIGHT_BODY_BYTES", _int(1024, 1024**4)),
     "keepalive_s": ("KEEPALIVE_S", _float(0.1, 600.0)),
     "header_timeout_s": ("HEADER_TIMEOUT_S", _float(0.1, 600.0)),
+    "ood_policy": ("OOD_POLICY", _choice("abstain", "flag", "off")),
+    "drift_window": ("DRIFT_WINDOW", _int(10, 1_000_000)),
+    "drift_window_s": ("DRIFT_WINDOW_S", _float(1.0, 30 * 86400.0)),
 }
 _SECRET = frozenset({"API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}

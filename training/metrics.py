@@ -101,17 +101,30 @@ def bootstrap_intervals(
     }
 
 
-def expected_calibration_error(positive: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
-    """ECE of P(not normal): the mean |observed cancer rate - mean predicted probability| over `bins`
-    equal-width probability bins, weighted by how many images fall in each (0 = perfectly calibrated)."""
+def reliability_rows(positive: np.ndarray, probability: np.ndarray, bins: int = 10) -> list[dict]:
+    """Per equal-width probability bin holding images: the mean predicted P(not normal), the observed
+    cancer rate and the count (a reliability diagram's points)."""
     positive = np.asarray(positive, dtype=np.float64)
     probability = np.asarray(probability, dtype=np.float64)
-    if len(probability) == 0:
-        return float("nan")
     which = np.minimum((probability * bins).astype(int), bins - 1)
-    total = 0.0
+    rows = []
     for b in range(bins):
         members = which == b
         if members.any():
-            total += members.sum() * abs(positive[members].mean() - probability[members].mean())
-    return float(total / len(probability))
+            rows.append(
+                {
+                    "predicted": float(probability[members].mean()),
+                    "observed": float(positive[members].mean()),
+                    "count": int(members.sum()),
+                }
+            )
+    return rows
+
+
+def expected_calibration_error(positive: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
+    """ECE of P(not normal): the mean |observed cancer rate - mean predicted probability| over `bins`
+    equal-width probability bins, weighted by how many images fall in each (0 = perfectly calibrated)."""
+    rows = reliability_rows(positive, probability, bins)
+    if not rows:
+        return float("nan")
+    return float(sum(r["count"] * abs(r["observed"] - r["predicted"]) for r in rows) / sum(r["count"] for r in rows))

@@ -48,6 +48,44 @@ class ChestNet(nn.Module):
         self.head.dropout.p = p
 
 
+# What WithFeatures exports per image, in order: each residual stage's channel means, and for the first
+# three their channel standard deviations too (texture statistics: they tell a photograph or a pattern
+# from a CT slice far better than the last stage does; measured in training/ood.py's report).
+FEATURE_BLOCKS = (("layer1", 64, True), ("layer2", 128, True), ("layer3", 256, True), ("layer4", 512, False))
+
+
+def feature_slices() -> dict[str, tuple[int, int]]:
+    """Where each block's statistics lie in the features vector: name -> (start, stop)."""
+    out, start = {}, 0
+    for name, channels, with_std in FEATURE_BLOCKS:
+        width = channels * (2 if with_std else 1)
+        out[name] = (start, start + width)
+        start += width
+    return out
+
+
+class WithFeatures(nn.Module):
+    """The network as exported and scored for OOD: (logits, cam, features (N, 1408)), the features being
+    the FEATURE_BLOCKS statistics; the last block is the pooled 512-d vector the head's linear map reads."""
+
+    def __init__(self, net: ChestNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stages = dict(zip((name for name, _, _ in FEATURE_BLOCKS), list(self.net.body)[-4:], strict=True))
+        stats = []
+        for layer in list(self.net.body)[:-4]:
+            x = layer(x)
+        for name, _, with_std in FEATURE_BLOCKS:
+            x = stages[name](x)
+            stats.append(x.mean(dim=(2, 3)))
+            if with_std:
+                stats.append(x.std(dim=(2, 3)))
+        logits, cam = self.net.head(x)
+        return logits, cam, torch.cat(stats, dim=1)
+
+
 def build_model(task: str, labels: list[str], dropout: float = 0.0) -> ChestNet:
     """The classifier for a task over these labels (its output width: service.card.logit_count)."""
     return ChestNet(logit_count(task, labels), dropout)

@@ -81,7 +81,18 @@ class Train:
 @dataclass(frozen=True)
 class Evaluate:
     threshold_rule: str
+    calibration: str  # temperature | none
     bootstrap: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Ood:
+    method: str  # auto | mahalanobis | energy | max_softmax
+    max_false_abstain: float  # share of in-distribution validation images the threshold may flag
+    images_per_set: int
+    other_domain: str  # auto | none | a Kaggle-layout folder (for a model trained on synthetic data)
+    drift_bins: int
     seed: int
 
 
@@ -92,6 +103,8 @@ class Gates:
     int8_min_agreement: float
     int8_max_auc_delta: float
     heatmap_min_corr: float
+    ood_max_rel_score: float  # |fp32 - torch| OOD score, as a share of the threshold
+    int8_min_ood_agreement: float  # int8 vs fp32 abstain decisions, test split and OOD sets
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,7 @@ class Params:
     tune: Tune
     train: Train
     evaluate: Evaluate
+    ood: Ood
     export: Export
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
@@ -195,5 +209,11 @@ def _check(p: Params) -> None:
             errors.append(f"tune.{name}: low {low} > high {high}")
     if p.tune.n_trials < 1 or p.tune.epochs < 1 or p.train.epochs < 1:
         errors.append("tune.n_trials, tune.epochs and train.epochs must be >= 1")
+    if p.evaluate.calibration not in ("temperature", "none"):
+        errors.append(f"evaluate.calibration must be temperature or none, not {p.evaluate.calibration!r}")
+    if p.ood.method not in ("auto", "mahalanobis", "energy", "max_softmax"):
+        errors.append(f"ood.method must be auto, mahalanobis, energy or max_softmax, not {p.ood.method!r}")
+    if not 0.0 < p.ood.max_false_abstain < 0.5 or p.ood.images_per_set < 4 or p.ood.drift_bins < 2:
+        errors.append("ood.max_false_abstain must be in (0, 0.5), images_per_set >= 4, drift_bins >= 2")
     if errors:
         raise ParamsError("; ".join(errors))

@@ -54,3 +54,49 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, path: Path) -> None:
     ax.set(xlabel="false positive rate", ylabel="sensitivity", title="Test ROC (cancer vs normal)")
     ax.legend(loc="lower right")
     _save(fig, path)
+
+
+def reliability(curves: dict[str, list[dict]], calibration: dict, path: Path) -> None:
+    """Observed cancer rate against predicted P(not normal), per probability bin, before and after."""
+    fig, ax = plt.subplots(figsize=(4.4, 4))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    eces = {"uncalibrated": calibration["ece_test_before"], "calibrated": calibration["ece_test_after"]}
+    for name, rows in curves.items():
+        x, y = [r["predicted"] for r in rows], [r["observed"] for r in rows]
+        ax.plot(x, y, marker="o", label=f"{name} (ECE {eces[name]:.3f})")
+    ax.set(
+        xlabel="predicted P(not normal)",
+        ylabel="observed cancer rate",
+        title=f"Test reliability, T = {calibration['temperature']:.2f}",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    ax.legend(loc="upper left", fontsize="small")
+    _save(fig, path)
+
+
+def ood_scores(
+    scores: dict[str, list[float]], kinds: dict[str, str], threshold: float, method: str, path: Path
+) -> None:
+    """Each group's OOD scores (in-distribution splits first, then every OOD set), and the threshold."""
+    colours = {
+        "in": "tab:green",
+        "far": "tab:red",
+        "modality": "tab:purple",
+        "near": "tab:orange",
+        "domain": "tab:blue",
+    }
+    names = [n for n in ("train", "val", "test") if n in scores] + [n for n in scores if n in kinds]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 4.2))
+    for i, name in enumerate(names):
+        values = np.asarray(scores[name])
+        jitter = np.random.default_rng(i).uniform(-0.25, 0.25, len(values))
+        ax.scatter(i + jitter, values, s=8, alpha=0.6, color=colours[kinds.get(name, "in")])
+    ax.axhline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right")
+    positive = all(min(v, default=1) > 0 for v in scores.values())
+    ax.set(ylabel=f"{method} score", title=f"OOD scores ({method}); above the line: no answer")
+    if positive:
+        ax.set_yscale("log")
+    ax.legend(loc="upper left", fontsize="small")
+    _save(fig, path)

@@ -23,13 +23,15 @@ import numpy as np
 from service.errors import InferenceFailed, NotReady, Overloaded
 from service.observability.metrics import Metrics
 
-RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (N, 1, S, S) -> logits (N, K), cam (N, K, h, w), OOD scores (N,) or None when the gate is off
+RunBatch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     logits: np.ndarray  # (K,)
     cam: np.ndarray  # (K, h, w)
+    ood_score: float | None
     queue_s: float
     inference_s: float
     batch_size: int
@@ -127,10 +129,10 @@ class Batcher:
 
     def _run_one(self, tensor: np.ndarray, queued_at: float) -> Outcome:
         started = time.perf_counter()
-        logits, cam = self._run_batch(tensor[None])
+        logits, cam, ood = self._run_batch(tensor[None])
         took = time.perf_counter() - started
         self._observe(1, started - queued_at, took)
-        return Outcome(logits[0], cam[0], started - queued_at, took, 1)
+        return Outcome(logits[0], cam[0], _item(ood, 0), started - queued_at, took, 1)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -143,7 +145,7 @@ class Batcher:
                 continue
             self._running = len(batch)
             try:
-                logits, cam, started, took = await loop.run_in_executor(
+                (logits, cam, ood), started, took = await loop.run_in_executor(
                     self._executor, self._run_many, [job.tensor for job in batch]
                 )
             except Exception as exc:
@@ -153,7 +155,8 @@ class Batcher:
                 self._running = 0
             for i, job in enumerate(batch):
                 if not job.future.done():
-                    job.future.set_result(Outcome(logits[i], cam[i], started - job.queued_at, took, len(batch)))
+                    outcome = Outcome(logits[i], cam[i], _item(ood, i), started - job.queued_at, took, len(batch))
+                    job.future.set_result(outcome)
             self._observe_waits(batch, started, took)
 
     async def _gather(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
@@ -173,11 +176,11 @@ class Batcher:
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
 
-    def _run_many(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float, float]:
+    def _run_many(self, tensors: list[np.ndarray]) -> tuple[tuple, float, float]:
         stacked = np.stack(tensors)
         started = time.perf_counter()
-        logits, cam = self._run_batch(stacked)
-        return logits, cam, started, time.perf_counter() - started
+        outputs = self._run_batch(stacked)
+        return outputs, started, time.perf_counter() - started
 
     def _observe(self, size: int, waited: float, took: float) -> None:
         self._metrics.batch_size.observe(size)
@@ -189,6 +192,10 @@ class Batcher:
         self._metrics.inference.observe(took)
         for job in batch:
             self._metrics.queue_wait.observe(started - job.queued_at)
+
+
+def _item(scores: np.ndarray | None, index: int) -> float | None:
+    return None if scores is None else float(scores[index])
 
 
 def _fail(batch: list[_Job], cause: BaseException) -> None:

@@ -1,7 +1,8 @@
 """Logits -> probabilities -> label, by the card's one decision rule.
 
-probability = P(not normal): sigmoid(logit) for a binary task (one logit, service.card.logit_count),
-1 - softmax[normal] for a multiclass one. If probability >= threshold the label is the most probable
+probability = P(not normal): sigmoid(logit / T) for a binary task (one logit, service.card.logit_count),
+1 - softmax(logits / T)[normal] for a multiclass one, where T is the card's calibration temperature
+(fitted on the validation split; 1 when uncalibrated). If probability >= threshold the label is the most probable
 cancer label, otherwise the normal label. Training (fit's validation, evaluate) and export (parity
 gates) use this same rule.
 The heatmap shows evidence for a label: that class's CAM channel; for a binary task's normal label it
@@ -29,15 +30,18 @@ class DecisionRule:
     task: str  # "binary" | "multiclass"
     labels: tuple[str, ...]
     normal: str
-    threshold: float = 0.5
+    threshold: float = 0.5  # on the calibrated P(not normal)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.normal not in self.labels:
             raise ValueError(f"normal label {self.normal!r} is not one of {self.labels}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, not {self.temperature}")
 
     @classmethod
     def of(cls, card: ModelCard) -> DecisionRule:
-        return cls(card.task, tuple(card.labels), card.normal_label, card.threshold)
+        return cls(card.task, tuple(card.labels), card.normal_label, card.threshold, card.calibration.temperature)
 
     @property
     def binary(self) -> bool:
@@ -95,11 +99,12 @@ class DecisionRule:
         return np.zeros_like(decided) if self.binary else decided
 
     def _checked(self, logits: np.ndarray) -> np.ndarray:
+        """The logits, shape-checked, divided by the temperature (decisions compare calibrated values)."""
         logits = np.asarray(logits, dtype=np.float64)
         expected = logit_count(self.task, self.labels)
         if logits.ndim != 2 or logits.shape[1] != expected:
             raise ValueError(f"a {self.task} rule over {len(self.labels)} labels needs (N, {expected}) logits")
-        return logits
+        return logits / self.temperature if self.temperature != 1.0 else logits
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

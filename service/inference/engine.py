@@ -10,6 +10,8 @@ import numpy as np
 import onnxruntime as ort
 
 from service.card import CardError, ModelCard, golden_input, read_card, read_verified, sha256_bytes
+from service.trust.gate import load_statistics
+from service.trust.ood import FeatureStats
 
 
 class SelfTestFailed(CardError):
@@ -19,9 +21,12 @@ class SelfTestFailed(CardError):
 class Engine:
     """One model variant in one ONNX Runtime session. `run` is thread-safe (ORT sessions are)."""
 
-    def __init__(self, card: ModelCard, variant: str, model_bytes: bytes, threads: int) -> None:
+    def __init__(
+        self, card: ModelCard, variant: str, model_bytes: bytes, threads: int, ood_stats: FeatureStats | None = None
+    ) -> None:
         self.card = card
         self.variant = variant
+        self.ood_stats = ood_stats  # the card's verified OOD statistics, read with the model
         self.sha256 = sha256_bytes(model_bytes)
         # ORT >= 1.2x records telemetry under ~/.cache by default: nothing of a clinic's should leave,
         # and a read-only root filesystem must not produce warnings.
@@ -33,25 +38,29 @@ class Engine:
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CardError(f"ONNX Runtime cannot load the {variant} model: {first_line}") from None
-        self.input_name = self._check_io()
         self.output_names = [card.outputs.logits, card.outputs.cam]
+        if card.outputs.features is not None:
+            self.output_names.append(card.outputs.features)
+        self.input_name = self._check_io()
 
     @classmethod
     def open(cls, model_dir: Path, variant: str, threads: int) -> Engine:
-        """Read the card, verify the file's sha256, build the session and run the golden self-test.
+        """Read the card, verify the sha256 of the model file (and of the OOD statistics), build the
+        session and run the golden self-test.
 
         Raises CardError (or its subclass SelfTestFailed) with a one-line message.
         """
         card = read_card(model_dir)
-        engine = cls(card, variant, read_verified(model_dir, card, variant), threads)
+        model_bytes, stats = read_verified(model_dir, card, variant), load_statistics(model_dir, card)
+        engine = cls(card, variant, model_bytes, threads, stats)
         engine.self_test()
         release_free_heap()
         return engine
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 1, S, S) float32 -> logits (N, K), cam (N, K, h, w)."""
-        logits, cam = self.session.run(self.output_names, {self.input_name: batch})
-        return logits, cam
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(N, 1, S, S) float32 -> logits (N, K), cam (N, K, h, w), features (N, F) or None."""
+        outputs = self.session.run(self.output_names, {self.input_name: batch})
+        return outputs[0], outputs[1], outputs[2] if len(outputs) > 2 else None
 
     def self_test(self) -> float:
         """Run the card's golden input; returns the largest logit error, raises SelfTestFailed."""
@@ -60,7 +69,7 @@ class Engine:
             raise CardError(f"model card has no golden output for the {self.variant!r} variant")
         expected = np.asarray(golden.logits[self.variant], dtype=np.float32)
         try:
-            logits, cam = self.run(golden_input(self.card.input.size))
+            logits, cam, _ = self.run(golden_input(self.card.input.size))
         except Exception as exc:  # an ORT failure here means the graph does not fit the card
             raise SelfTestFailed(f"the {self.variant} model failed to run on the golden input: {exc}") from None
         k = self.card.logits_per_image
@@ -86,7 +95,7 @@ class Engine:
         if len(shape) != 4 or shape[1] != 1 or any(isinstance(s, int) and s != size for s in shape[2:]):
             raise CardError(f"the model's input shape {shape} does not fit the card's (N, 1, {size}, {size})")
         names = {o.name for o in self.session.get_outputs()}
-        missing = {self.card.outputs.logits, self.card.outputs.cam} - names
+        missing = set(self.output_names) - names
         if missing:
             raise CardError(f"the model has no output named {', '.join(sorted(missing))} (the card's names)")
         return inputs[0].name

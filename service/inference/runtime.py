@@ -24,6 +24,8 @@ from service.inference.engine import Engine
 from service.inputs.imaging import DecodeLimits, decode, preprocess
 from service.observability.metrics import Metrics
 from service.settings import Settings
+from service.trust.drift import GREY, DriftWindow, grey_shares
+from service.trust.gate import OodGate, Verdict
 from service.web.schemas import ModelRef, Timings
 
 T = TypeVar("T")
@@ -34,6 +36,7 @@ class Prepared:
     tensor: np.ndarray  # (1, S, S) model input
     grey: Image.Image  # the upright grey image, for heatmap overlays
     decode_s: float
+    grey_shares: np.ndarray | None = None  # its grey-level histogram, when drift is watched
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,12 @@ class Classified:
     prepared: Prepared | None  # None for inputs that arrived preprocessed (OIP FP32)
     outcome: Outcome
     decision: Decision
+    verdict: Verdict | None  # the OOD gate's, None when it is off or the card has none
+
+    @property
+    def label(self) -> str | None:
+        """The label to give: none for an image the gate abstained on."""
+        return None if self.verdict is not None and self.verdict.abstained else self.decision.label
 
 
 class Runtime:
@@ -50,10 +59,16 @@ class Runtime:
         self.card = engine.card
         self.metrics = metrics
         self.rule = DecisionRule.of(engine.card)
+        self.gate = OodGate.of(engine.card, engine.ood_stats, settings.ood_policy)
+        self.drift = (
+            DriftWindow(engine.card.drift, settings.drift_window, settings.drift_window_s)
+            if engine.card.drift is not None
+            else None
+        )
         self.limits = DecodeLimits(max_pixels=settings.max_pixels)
         self.model_ref = ModelRef(engine.card.name, engine.card.version, engine.variant, engine.sha256)
         self.batcher = Batcher(
-            engine.run,
+            self._infer,
             max_batch=settings.batch_max_size if settings.batching else 1,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             capacity=settings.queue_max,
@@ -63,6 +78,7 @@ class Runtime:
         self.ready = False
         self.draining = False
         metrics.set_model(engine.card.name, engine.card.version, engine.variant, engine.sha256)
+        metrics.watch_trust(self.gate.threshold if self.gate.active else None, self.drift)
 
     def start(self) -> None:
         self.batcher.start()
@@ -101,24 +117,36 @@ class Runtime:
         prepared = await self.offload(self.prepare, data)
         self.metrics.decode.observe(prepared.decode_s)
         outcome = await self.batcher.infer(ticket, prepared.tensor)
-        return Classified(prepared, outcome, self.decide(outcome))
+        return self.decide(outcome, prepared, prepared.grey_shares)
 
     async def classify_tensor(self, ticket: Ticket, tensor: np.ndarray) -> Classified:
         """A preprocessed (1, S, S) input -> decision."""
         outcome = await self.batcher.infer(ticket, tensor)
-        return Classified(None, outcome, self.decide(outcome))
+        return self.decide(outcome, None, self._grey_shares(tensor))
 
     def prepare(self, data: bytes) -> Prepared:
         started = time.perf_counter()
         grey = decode(data, self.limits)
         tensor = preprocess(grey, self.card.input)
-        return Prepared(tensor, grey, time.perf_counter() - started)
+        return Prepared(tensor, grey, time.perf_counter() - started, self._grey_shares(tensor))
 
-    def decide(self, outcome: Outcome) -> Decision:
+    def decide(self, outcome: Outcome, prepared: Prepared | None, grey_shares: np.ndarray | None) -> Classified:
         decision = self.rule.decision(outcome.logits)
-        self.metrics.predictions.labels(decision.label).inc()
-        self.metrics.probability.observe(decision.probability)
-        return decision
+        verdict = self.gate.verdict(outcome.ood_score)
+        result = Classified(prepared, outcome, decision, verdict)
+        self.metrics.observe_answer(result.label, decision.probability, verdict)
+        if self.drift is not None:
+            self.drift.observe(grey_shares, outcome.ood_score, decision.probability)
+        return result
+
+    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The model and, beside it in the inference thread, the OOD scores of the batch."""
+        logits, cam, features = self.engine.run(batch)
+        return logits, cam, self.gate.scores(logits, features)
+
+    def _grey_shares(self, tensor: np.ndarray) -> np.ndarray | None:
+        cuts = self.drift.cuts(GREY) if self.drift is not None else None
+        return None if cuts is None else grey_shares(tensor, self.card.input, cuts)
 
     @staticmethod
     def timings(results: list[Classified], started: float) -> Timings:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -11,6 +14,11 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.trust.drift import DriftWindow
+from service.trust.gate import REASON, Verdict
 
 PREFIX = "chestnet"
 # 1 ms .. 10 s, about three buckets per decade.
@@ -18,6 +26,8 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# OOD scores have the scale of the card's method: buckets are multiples of its threshold (1 = the line).
+OOD_BUCKET_FACTORS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -78,10 +88,64 @@ class Metrics:
             ("name", "version", "variant", "sha256"),
             registry=registry,
         )
+        self.abstentions = Counter(
+            f"{PREFIX}_abstentions", "Images given no label, by reason", ("reason",), registry=registry
+        )
+        self.ood_threshold = Gauge(
+            f"{PREFIX}_ood_threshold", "The OOD gate's threshold (nan: no gate)", registry=registry
+        )
+        self.ood_score: Histogram | None = None
+        self._drift = _DriftCollector()
+        registry.register(self._drift)
 
     def set_model(self, name: str, version: str, variant: str, sha256: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name=name, version=version, variant=variant, sha256=sha256).set(1)
 
+    def watch_trust(self, threshold: float | None, drift: DriftWindow | None) -> None:
+        """The OOD score histogram, its buckets scaled to this model's threshold, and the drift window."""
+        if self.ood_score is not None:
+            self.registry.unregister(self.ood_score)
+            self.ood_score = None
+        self.ood_threshold.set(math.nan if threshold is None else threshold)
+        if threshold is not None:
+            self.ood_score = Histogram(
+                f"{PREFIX}_ood_score",
+                "OOD score of each image (above chestnet_ood_threshold: out of distribution)",
+                buckets=tuple(threshold * f for f in OOD_BUCKET_FACTORS),
+                registry=self.registry,
+            )
+        self._drift.window = drift
+
+    def observe_answer(self, label: str | None, probability: float, verdict: Verdict | None) -> None:
+        if label is not None:
+            self.predictions.labels(label).inc()
+        self.probability.observe(probability)
+        if verdict is not None and self.ood_score is not None:
+            self.ood_score.observe(verdict.score)
+        if verdict is not None and verdict.abstained:
+            self.abstentions.labels(REASON).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DriftCollector(Collector):
+    """chestnet_drift_psi{feature}: PSI of the drift window against the card's reference, computed
+    when Prometheus scrapes (never on a request's path)."""
+
+    def __init__(self) -> None:
+        self.window: DriftWindow | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        window = self.window
+        psi = GaugeMetricFamily(
+            f"{PREFIX}_drift_psi", "Population stability index of recent images against training", labels=["feature"]
+        )
+        size = GaugeMetricFamily(f"{PREFIX}_drift_window_images", "Images in the drift window")
+        if window is not None:
+            for feature, value in window.psi().items():
+                psi.add_metric([feature], value)
+            size.add_metric([], window.size())
+        yield psi
+        yield size

@@ -3,7 +3,8 @@
 Inputs: exactly one tensor, either FP32 [N, 1, S, S] (already preprocessed as the card says) or
 BYTES [N] whose elements are base64-encoded PNG/JPEG files (decoded and preprocessed here).
 Outputs: `logits` FP32 [N, K], `cam` FP32 [N, K, h, w], `probabilities` FP32 [N, labels] and
-`label` BYTES [N]; all of them unless the request names some.
+`label` BYTES [N]; while the OOD gate is on, `ood_score` FP32 [N] and `abstained` BOOL [N] (and `label`
+is "" for an abstained image); all of them unless the request names some.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from service.oip.schemas import (
 )
 from service.oip.tensors import bytes_files, decode_request, fp32_images, output_tensor, wanted_outputs
 from service.web.apidoc import ERROR_RESPONSES, MODEL_NOT_FOUND, InferOperation, not_ready
-from service.web.routes import request_id, runtime_of
+from service.web.routes import logged_label, request_id, runtime_of
 
 SERVER_NAME = "chest-cancer-net"
 
@@ -76,6 +77,7 @@ async def model_metadata(
             TensorMeta("cam", "FP32", [-1, k, *cam_hw]),
             TensorMeta("probabilities", "FP32", [-1, len(rt.card.labels)]),
             TensorMeta("label", "BYTES", [-1]),
+            *([TensorMeta("ood_score", "FP32", [-1]), TensorMeta("abstained", "BOOL", [-1])] if rt.gate.active else []),
         ],
     )
 
@@ -108,7 +110,7 @@ async def infer(
     async with rt.upload_deadline():
         body = await request.body()
     data = decode_request(body)
-    wanted = wanted_outputs(data)
+    wanted = wanted_outputs(rt, data)
     if len(data.inputs) != 1:
         raise BadRequest("send exactly one input tensor (FP32 preprocessed, or BYTES encoded images)")
     tensor = data.inputs[0]
@@ -123,7 +125,7 @@ async def infer(
                 results = await asyncio.gather(*(rt.classify(ticket, file) for file in files))
         else:
             raise BadRequest("the input datatype must be FP32 or BYTES")
-    request.scope["state"]["label"] = ",".join(r.decision.label for r in results)
+    request.scope["state"]["label"] = ",".join(logged_label(r) for r in results)
     return InferResponse(
         model_name=rt.card.name,
         model_version=rt.card.version,

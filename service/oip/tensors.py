@@ -17,6 +17,11 @@ from service.inference.runtime import Classified, Runtime
 from service.oip.schemas import InferInput, InferRequest, InferTensor
 
 OUTPUTS = ("logits", "cam", "probabilities", "label")
+TRUST_OUTPUTS = ("ood_score", "abstained")  # while the OOD gate is on; `label` is "" where abstained
+
+
+def outputs_of(rt: Runtime) -> tuple[str, ...]:
+    return OUTPUTS + TRUST_OUTPUTS if rt.gate.active else OUTPUTS
 
 
 def decode_request(body: bytes) -> InferRequest:
@@ -88,20 +93,25 @@ def _check_count(rt: Runtime, count: int) -> None:
         raise PayloadTooLarge(f"at most {rt.settings.max_batch_files} images per request")
 
 
-def wanted_outputs(data: InferRequest) -> list[str]:
+def wanted_outputs(rt: Runtime, data: InferRequest) -> list[str]:
+    offered = outputs_of(rt)
     if not data.outputs:
-        return list(OUTPUTS)
+        return list(offered)
     names = [o.name for o in data.outputs]
-    unknown = [n for n in names if n not in OUTPUTS]
+    unknown = [n for n in names if n not in offered]
     if unknown:
-        raise BadRequest(f"unknown output {unknown[0]!r}; outputs are {', '.join(OUTPUTS)}")
+        raise BadRequest(f"unknown output {unknown[0]!r}; outputs are {', '.join(offered)}")
     return names
 
 
 def output_tensor(rt: Runtime, name: str, results: list[Classified]) -> InferTensor:
     n = len(results)
     if name == "label":
-        return InferTensor(name, [n], "BYTES", [r.decision.label for r in results])
+        return InferTensor(name, [n], "BYTES", [r.label or "" for r in results])
+    if name == "abstained":
+        return InferTensor(name, [n], "BOOL", [r.verdict is not None and r.verdict.abstained for r in results])
+    if name == "ood_score":
+        return InferTensor(name, [n], "FP32", [float(np.float32(r.outcome.ood_score)) for r in results])
     if name == "probabilities":
         rows = [[r.decision.probabilities[label] for label in rt.card.labels] for r in results]
         array = np.asarray(rows, dtype=np.float32)

@@ -37,8 +37,16 @@
   }
 
   function render(prediction) {
-    $("label").textContent = prediction.label;
-    $("result").dataset.label = prediction.label;
+    // An abstained answer has no label: show why, never a label or its probabilities.
+    $("abstained").hidden = !prediction.abstained;
+    $("answer").hidden = prediction.abstained;
+    $("result").dataset.label = prediction.label || "";
+    const ood = prediction.ood;
+    $("abstained-reason").textContent = ood
+      ? `OOD score ${ood.score.toPrecision(4)} above the model's threshold ${ood.threshold.toPrecision(4)}.`
+      : "";
+    $("flagged").hidden = !ood || ood.in_distribution || prediction.abstained;
+    $("label").textContent = prediction.label || "";
     $("probability").textContent = percent(prediction.probability);
     $("threshold").textContent = percent(prediction.threshold);
     const rows = $("probabilities").tBodies[0];
@@ -73,7 +81,10 @@
       if (mine !== generation) return;
       overlayUrl = URL.createObjectURL(blob);
       $("overlay").src = overlayUrl;
-      $("heatmap-status").textContent = `Heatmap of evidence for "${res.headers.get("X-Label") || ""}".`;
+      const label = res.headers.get("X-Label");
+      $("heatmap-status").textContent = label
+        ? `Heatmap of evidence for "${label}".`
+        : "Heatmap of the model's evidence (no prediction is given for this image).";
     }
     if ($("heatmap-toggle").checked) showPreview(true);
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
@@ -30,6 +31,7 @@ from service.web.schemas import (
     ItemError,
     ItemResult,
     ModelInfo,
+    OodResult,
     Prediction,
     model_info,
 )
@@ -49,6 +51,24 @@ def request_id(request: Request) -> str:
     return request.scope["state"].get("request_id", "")
 
 
+def answer(result: Classified) -> dict[str, Any]:
+    """What every prediction carries: the label (none when abstained), why not, the probabilities and
+    the OOD gate's reading."""
+    verdict, decision = result.verdict, result.decision
+    return {
+        "label": result.label,
+        "abstained": verdict is not None and verdict.abstained,
+        "reason": verdict.reason if verdict is not None else None,
+        "probability": decision.probability,
+        "probabilities": decision.probabilities,
+        "ood": None if verdict is None else OodResult(verdict.score, verdict.threshold, verdict.in_distribution),
+    }
+
+
+def logged_label(result: Classified) -> str:
+    return result.label if result.label is not None else "abstained"
+
+
 @post("/v1/predict", status_code=200, tags=["predict"], operation_class=SingleImageOperation, responses=ERROR_RESPONSES)
 async def predict(request: Request, state: State) -> Prediction:
     """Classify one chest CT image: label, P(not normal), every class's probability."""
@@ -59,12 +79,9 @@ async def predict(request: Request, state: State) -> Prediction:
     async with rt.deadline():
         with rt.batcher.admit() as ticket:
             result = await rt.classify(ticket, data)
-    decision = result.decision
-    request.scope["state"]["label"] = decision.label
+    request.scope["state"]["label"] = logged_label(result)
     return Prediction(
-        label=decision.label,
-        probability=decision.probability,
-        probabilities=decision.probabilities,
+        **answer(result),
         threshold=rt.card.threshold,
         model=rt.model_ref,
         timings=rt.timings([result], started),
@@ -91,7 +108,9 @@ async def predict_batch(request: Request, state: State) -> BatchPrediction:
         with rt.batcher.admit(len(images)) as ticket:
             outcomes = await asyncio.gather(*(_item(rt, ticket, data) for data in images))
     results = [_batch_item(i, outcome) for i, outcome in enumerate(outcomes)]
-    request.scope["state"]["label"] = ",".join(r.result.label if r.result else "error" for r in results)
+    request.scope["state"]["label"] = ",".join(
+        logged_label(o) if isinstance(o, Classified) else "error" for o in outcomes
+    )
     done = [o for o in outcomes if isinstance(o, Classified)]
     return BatchPrediction(
         results=results,
@@ -115,8 +134,7 @@ async def _item(rt: Runtime, ticket: Ticket, data: bytes) -> Classified | Servic
 def _batch_item(index: int, outcome: Classified | ServiceError) -> BatchItem:
     if isinstance(outcome, ServiceError):
         return BatchItem(index=index, error=ItemError(error=outcome.code, detail=outcome.detail))
-    d = outcome.decision
-    return BatchItem(index=index, result=ItemResult(d.label, d.probability, d.probabilities))
+    return BatchItem(index=index, result=ItemResult(**answer(outcome)))
 
 
 @post("/v1/explain", status_code=200, tags=["predict"], operation_class=ExplainOperation, responses=ERROR_RESPONSES)
@@ -137,17 +155,15 @@ async def explain(request: Request, state: State, target: FromQuery[str | None] 
         shown = target or decision.label
         channel, sign = rt.rule.channel_for(shown)
         heat = heat_for(result.outcome.cam, channel, sign, prepared.grey.size, rt.card.input.size)
-        request.scope["state"]["label"] = decision.label
+        request.scope["state"]["label"] = logged_label(result)
+        fields = answer(result)
         if request.accept.best_match(["image/png", "application/json"], "image/png") == "image/png":
             png = await rt.offload(overlay_png, prepared.grey, heat)
-            headers = {"X-Label": decision.label, "X-Probability": f"{decision.probability:.6f}"}
-            return Response(png, media_type="image/png", headers=headers)
+            return Response(png, media_type="image/png", headers=explain_headers(fields))
     left, top, width, height = heat.box
     return Response(
         Explanation(
-            label=decision.label,
-            probability=decision.probability,
-            probabilities=decision.probabilities,
+            **fields,
             threshold=rt.card.threshold,
             target=shown,
             channel=channel,
@@ -163,6 +179,18 @@ async def explain(request: Request, state: State, target: FromQuery[str | None] 
             request_id=request_id(request),
         )
     )
+
+
+def explain_headers(fields: dict[str, Any]) -> dict[str, str]:
+    """The answer beside a heatmap PNG: X-Label is empty when abstained (X-Abstained says so)."""
+    headers = {
+        "X-Label": fields["label"] or "",
+        "X-Abstained": "true" if fields["abstained"] else "false",
+        "X-Probability": f"{fields['probability']:.6f}",
+    }
+    if fields["ood"] is not None:
+        headers["X-OOD-Score"] = f"{fields['ood'].score:.6g}"
+    return headers
 
 
 @get("/v1/model", tags=["model"])

@@ -27,20 +27,34 @@ class Timings(msgspec.Struct, frozen=True):
     total_ms: float
 
 
+class OodResult(msgspec.Struct, frozen=True):
+    """The out-of-distribution gate's reading of one image (service/trust/gate.py)."""
+
+    score: float  # higher is stranger
+    threshold: float  # the card's: above it the image is out of distribution
+    in_distribution: bool
+
+
 class Prediction(msgspec.Struct, frozen=True):
-    label: str
-    probability: float  # P(not normal), compared with `threshold`
+    label: str | None  # None when abstained: never act on a missing label
+    abstained: bool  # the OOD gate withheld the label (OOD_POLICY=abstain)
+    reason: str | None  # why, in one line, when abstained
+    probability: float  # calibrated P(not normal), compared with `threshold`; kept for inspection
     probabilities: dict[str, float]  # every label
     threshold: float
+    ood: OodResult | None  # None when OOD_POLICY=off or the model has no gate
     model: ModelRef
     timings: Timings
     request_id: str
 
 
 class ItemResult(msgspec.Struct, frozen=True):
-    label: str
+    label: str | None
+    abstained: bool
+    reason: str | None
     probability: float
     probabilities: dict[str, float]
+    ood: OodResult | None
 
 
 class ItemError(msgspec.Struct, frozen=True):
@@ -70,10 +84,13 @@ class Box(msgspec.Struct, frozen=True):
 
 
 class Explanation(msgspec.Struct, frozen=True):
-    label: str
+    label: str | None
+    abstained: bool
+    reason: str | None
     probability: float
     probabilities: dict[str, float]
     threshold: float
+    ood: OodResult | None
     target: str  # the label the heatmap shows evidence for
     channel: int  # the CAM channel used
     sign: float  # -1 where the channel is negated (binary card, target = normal label)

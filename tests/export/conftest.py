@@ -32,6 +32,7 @@ def toy_params() -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["preprocess"]["image_size"] = 64
     params["export"]["calibration_images"] = 8
+    params["ood"].update(images_per_set=6, other_domain="none")
     return params
 
 
@@ -113,14 +114,34 @@ def write_model_and_metrics(root: Path) -> None:
     (root / "reports" / "metrics.json").write_text(json.dumps(metrics))
 
 
+def run_ood_stage(root: Path, mlflow_uri: str) -> None:
+    """The ood stage on the toy project, as `dvc repro` would run it before export."""
+    import os
+
+    from training import ood
+
+    before, uri = Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(root)
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    try:
+        ood.main()
+    finally:
+        os.chdir(before)
+        if uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
 @pytest.fixture(scope="session")
-def toy_project(tmp_path_factory) -> Path:
+def toy_project(tmp_path_factory, mlflow_uri) -> Path:
     """The stage's inputs, built once; tests copy it (see `project`)."""
     root = tmp_path_factory.mktemp("toy_project")
     params = toy_params()
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     write_dataset(root)
     write_model_and_metrics(root)
+    run_ood_stage(root, mlflow_uri)
     return root
 
 

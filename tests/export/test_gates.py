@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.parity import Outputs, fp32_gate, heatmap_gate, int8_gate, preprocess_gate, report
+from export.parity import Outputs, fp32_gate, heatmap_gate, int8_gate, ood_gate, preprocess_gate, report
 from service.inference.decision import DecisionRule
+from service.trust.ood import Block, FeatureStats, OodScorer
 from training.params import Gates
 
 GATES = Gates(
@@ -15,6 +16,8 @@ GATES = Gates(
     int8_min_agreement=0.99,
     int8_max_auc_delta=0.01,
     heatmap_min_corr=0.99,
+    ood_max_rel_score=1e-3,
+    int8_min_ood_agreement=0.99,
 )
 BINARY = DecisionRule("binary", ("normal", "adenocarcinoma"), "normal", 0.5)
 MULTI = DecisionRule(
@@ -85,3 +88,24 @@ def test_heatmap_gate_looks_at_the_decided_class_channel_for_multiclass():
     gate = heatmap_gate(ref, Outputs(ref.logits, other), Outputs(ref.logits, other), np.zeros(4), MULTI, GATES)
     assert not gate.passed and gate.measured["min_corr"] == pytest.approx(-1.0)
     assert gate.measured["cam_exactness_max_abs"] < 1e-9
+
+
+def test_ood_gate_compares_scores_and_abstain_decisions():
+    rng = np.random.default_rng(3)
+    features = rng.normal(0, 1, (200, 3))
+    features[100:] += 4.0  # half of them far from the class mean: abstained
+    stats = FeatureStats((Block(0, 3, np.zeros((1, 3)), np.eye(3)),))
+    scorer = OodScorer("mahalanobis", BINARY, stats)
+    logits = np.zeros((200, 1))
+
+    def outputs(f):
+        return Outputs(logits, np.zeros((200, 1, 1, 1)), f)
+
+    same = ood_gate(outputs(features), outputs(features + 1e-7), outputs(features + 0.01), scorer, 4.0, GATES)
+    assert same.passed, same.breaches
+    assert same.measured["images"] == 200 and same.measured["abstain_agreement_int8"] >= 0.99
+    drifted = ood_gate(outputs(features), outputs(features * 1.01), outputs(features[::-1]), scorer, 4.0, GATES)
+    assert not drifted.passed
+    text = " ".join(drifted.breaches)
+    assert "ood: fp32 OOD scores differ from torch by up to" in text and "> allowed 0.001" in text
+    assert "ood: int8 abstain decisions agree with fp32 on" in text and "< required 99.00%" in text

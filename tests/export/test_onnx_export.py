@@ -12,12 +12,14 @@ from export.onnx_export import ExportError, check_graph
 pytestmark = pytest.mark.train  # export.onnx_export imports torch
 
 
-def graph(path, batch="batch", outputs=("logits", "cam"), opset=18, external=False, domain=None, asked=18):
-    """image -> cam (identity) -> logits (spatial mean): the real model's interface on a toy body."""
+def graph(path, batch="batch", outputs=("logits", "cam", "features"), opset=18, external=False, domain=None, asked=18):
+    """image -> cam (identity) -> logits and features (spatial means): the real model's interface on a
+    toy body."""
     axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
     nodes = [
         helper.make_node("Identity", ["image"], [outputs[1]]),
         helper.make_node("ReduceMean", [outputs[1], "axes"], [outputs[0]], keepdims=0),
+        helper.make_node("ReduceMean", ["image", "axes"], [outputs[2]], keepdims=0),
     ]
     if domain:
         nodes.append(helper.make_node("Custom", [outputs[0]], ["unused"], domain=domain))
@@ -28,6 +30,7 @@ def graph(path, batch="batch", outputs=("logits", "cam"), opset=18, external=Fal
         [
             helper.make_tensor_value_info(outputs[0], TensorProto.FLOAT, [batch, 1]),
             helper.make_tensor_value_info(outputs[1], TensorProto.FLOAT, [batch, 1, 8, 8]),
+            helper.make_tensor_value_info(outputs[2], TensorProto.FLOAT, [batch, 1]),
         ],
         [axes],
     )
@@ -48,7 +51,7 @@ def test_a_good_graph_passes(tmp_path):
     ("kwargs", "message"),
     [
         ({"batch": 1}, "fixed batch dimension"),
-        ({"outputs": ("scores", "cam")}, "expected [image] ('logits', 'cam')"),
+        ({"outputs": ("scores", "cam", "features")}, "expected [image] ('logits', 'cam', 'features')"),
         ({"asked": 19}, "has opset 18, asked for 19"),
         ({"external": True}, "weight(s) in external files"),
         ({"domain": "com.example"}, "custom ops or functions"),

@@ -17,7 +17,7 @@ from service.card import golden_input, read_card, read_verified, sha256_bytes
 
 pytestmark = pytest.mark.train
 
-MODEL_FILES = {"model.onnx", "model.int8.onnx", "model.json"}
+MODEL_FILES = {"model.onnx", "model.int8.onnx", "model.json", "ood_stats.npz"}
 
 
 def run_stage(capsys) -> tuple[int, str, dict]:
@@ -42,8 +42,8 @@ def test_export_writes_checked_models_and_card(project, capsys):
         golden = session.run(["logits"], {"image": golden_input(card.input.size)})[0][0]
         np.testing.assert_allclose(golden, card.golden.logits[variant], atol=card.golden.atol[variant])
         # Dynamic batch: the service batches requests.
-        logits, cam = session.run(None, {"image": np.zeros((3, 1, 64, 64), np.float32)})
-        assert logits.shape == (3, 1) and cam.shape == (3, 1, 2, 2)
+        logits, cam, features = session.run(None, {"image": np.zeros((3, 1, 64, 64), np.float32)})
+        assert logits.shape == (3, 1) and cam.shape == (3, 1, 2, 2) and features.shape == (3, 1408)
     fp32 = onnx.load("models/model.onnx")
     assert max(o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert (card.input.size, card.input.mean, card.input.std) == (64, 0.2, 0.25)
@@ -52,6 +52,15 @@ def test_export_writes_checked_models_and_card(project, capsys):
     assert card.data_manifest_sha256 == sha256_bytes(Path("data/prepared/manifest.json").read_bytes())
     assert "QuantizeLinear" in {node.op_type for node in onnx.load("models/model.int8.onnx").graph.node}
     assert set(parity["gates"]["preprocess"]["groups"]) >= {"test_split", "png_RGBA", "png_RGB", "jpeg_RGB"}
+    # The trust fields travel with the model: the gate the ood stage chose, its verified statistics, drift.
+    fit = json.loads(Path("artifacts/ood.json").read_text())
+    assert card.ood.method == fit["method"] and card.ood.threshold == fit["threshold"]
+    assert card.outputs.features == "features"
+    if card.ood.statistics is not None:
+        assert card.ood.statistics.sha256 == sha256_bytes(Path("artifacts/ood_stats.npz").read_bytes())
+    assert set(card.drift.features) == {"grey_level", "ood_score", "probability"}
+    ood = parity["gates"]["ood"]
+    assert ood["passed"] and ood["images"] > 8 and ood["max_rel_score_fp32"] <= 1e-3
 
 
 def test_export_registers_the_model_in_mlflow(project, capsys):

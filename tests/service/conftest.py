@@ -33,3 +33,9 @@ def copy_model_dir(model_dir: Path, tmp_path: Path) -> Callable[[], Path]:
         return target
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gated_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The binary fixture with an OOD gate and drift references (svc_models.gate_fields)."""
+    return write_model_dir(tmp_path_factory.mktemp("models-gated"), "binary", gated=True)

@@ -1,13 +1,18 @@
 """A tiny ONNX model that keeps the real model's contract, and its models/ folder (card included).
 
 Built with onnx.helper (never torch): input "image" (N, 1, S, S) float32; a stride-8 average pool
-gives (N, 1, S/8, S/8) "features", relu(x + 0.8) so that brightness drives them; a 1x1 conv to K
+gives (N, 1, S/8, S/8) "activations", relu(x + 0.8) so that brightness drives them; a 1x1 conv to K
 channels is "cam"; logits = mean(cam over h, w) + bias. Brighter images therefore get a higher
 P(not normal). Binary: K = 1, sigmoid. Multiclass: K = 4, softmax.
+
+With `gated=True` the graph also outputs "features" (N, 1), the image's mean normalised value, and the
+card carries an OOD gate (mahalanobis on that one feature) and drift references: flat images from grey
+96 to 160 are in distribution, black and white ones are not (see GATE_* below).
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
 from pathlib import Path
 
@@ -16,6 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from service.card import (
     CARD_FILE,
@@ -38,7 +44,7 @@ _HEADS = {
 }
 
 
-def build_graph(task: str, size: int = SIZE, slow_layers: int = 0) -> bytes:
+def build_graph(task: str, size: int = SIZE, slow_layers: int = 0, features: bool = False) -> bytes:
     """The fixture model as ONNX bytes; `slow_layers` adds full-resolution convs (a few ms each)."""
     weights, bias = _HEADS[task]
     k = len(weights)
@@ -52,14 +58,19 @@ def build_graph(task: str, size: int = SIZE, slow_layers: int = 0) -> bytes:
     nodes = [
         helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[stride, stride], strides=[stride, stride]),
         helper.make_node("Add", ["pooled", "shift"], ["shifted"]),
-        helper.make_node("Relu", ["shifted"], ["features"]),
-        helper.make_node("Conv", ["features", "head_w"], ["cam"]),
+        helper.make_node("Relu", ["shifted"], ["activations"]),
+        helper.make_node("Conv", ["activations", "head_w"], ["cam"]),
         helper.make_node("ReduceMean", ["cam", "hw_axes"], ["mean"], keepdims=0),
         helper.make_node("Add", ["mean", "head_b"], ["logits"]),
     ]
     if slow_layers:
         nodes[-1].output[0] = "fast_logits"
         nodes += _slow_branch(inits, slow_layers)
+    outputs = []
+    if features:
+        nodes.append(helper.make_node("ReduceMean", ["image", "hw_axes"], ["image_mean"], keepdims=0))
+        nodes.append(helper.make_node("Flatten", ["image_mean"], ["features"], axis=1))
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 1]))
     h = size // stride
     graph = helper.make_graph(
         nodes,
@@ -68,6 +79,7 @@ def build_graph(task: str, size: int = SIZE, slow_layers: int = 0) -> bytes:
         [
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k]),
             helper.make_tensor_value_info("cam", TensorProto.FLOAT, ["N", k, h, h]),
+            *outputs,
         ],
         inits,
     )
@@ -128,18 +140,71 @@ def golden_logits(model: bytes, size: int) -> list[float]:
     return logits[0].astype(float).tolist()
 
 
+# The gated fixture's OOD feature is the mean normalised value m = (grey - 0.2) / 0.25 of the input, padding
+# included; in distribution: m within GATE_THRESHOLD * GATE_SPREAD of GATE_MEAN, which is flat grey from
+# about 100 to 177 at 96x80. Its "training set" (the drift reference) is flat grey 100..160 at 96x80.
+GATE_MEAN, GATE_SPREAD, GATE_THRESHOLD = 1.0, 0.5, 1.0
+REFERENCE_GREYS = range(100, 161, 2)
+
+
+def gate_fields(folder: Path, fp32: bytes, task: str, labels: list[str], spec: InputSpec) -> dict:
+    """The card's trust fields for the gated fixture, and its statistics file written into `folder`:
+    the drift references come from running the model on REFERENCE_GREYS through the service's code."""
+    from service.card import Calibration, DriftReference, OodSpec
+    from service.inference.decision import DecisionRule
+    from service.inputs.imaging import load_tensor
+    from service.trust import drift
+    from service.trust.ood import Block, FeatureStats, OodScorer
+
+    stats = FeatureStats((Block(0, 1, np.array([[GATE_MEAN]]), np.array([[1.0 / GATE_SPREAD**2]])),))
+    data = stats.to_bytes()
+    (folder / "ood_stats.npz").write_bytes(data)
+    rule = DecisionRule(task, tuple(labels), "normal")
+    x = np.stack([load_tensor(flat_png(v), spec) for v in REFERENCE_GREYS])
+    session = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
+    logits, _, features = session.run(["logits", "cam", "features"], {"image": x})
+    cuts = drift.grey_cuts(8)
+    greys = np.stack([drift.grey_shares(t, spec, cuts) for t in x])
+    reference = DriftReference(
+        source=f"test fixture: flat grey {REFERENCE_GREYS.start}..{REFERENCE_GREYS.stop - 1} at 96x80",
+        features={
+            drift.GREY: drift.reference_feature(greys, cuts),
+            drift.OOD_SCORE: drift.scalar_reference(OodScorer("mahalanobis", rule, stats)(logits, features), 4),
+            drift.PROBABILITY: drift.scalar_reference(rule.cancer_probability(logits), 4),
+        },
+    )
+    entry = ModelFile(path="ood_stats.npz", sha256=sha256_bytes(data), bytes=len(data))
+    return {
+        "calibration": Calibration(method="temperature", temperature=1.0),
+        "ood": OodSpec(method="mahalanobis", threshold=GATE_THRESHOLD, max_false_abstain=0.05, statistics=entry),
+        "drift": reference,
+    }
+
+
+def flat_png(value: int, size: tuple[int, int] = (96, 80)) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", size, value).save(out, format="PNG")
+    return out.getvalue()
+
+
 def write_model_dir(
-    folder: Path, task: str = "binary", size: int = SIZE, slow_layers: int = 0, threshold: float = 0.5
+    folder: Path,
+    task: str = "binary",
+    size: int = SIZE,
+    slow_layers: int = 0,
+    threshold: float = 0.5,
+    gated: bool = False,
 ) -> Path:
-    """models/ as export writes it: model.onnx, model.int8.onnx and the card."""
+    """models/ as export writes it: model.onnx, model.int8.onnx and the card (`gated`: with OOD gate)."""
     folder.mkdir(parents=True, exist_ok=True)
-    fp32 = build_graph(task, size, slow_layers)
+    fp32 = build_graph(task, size, slow_layers, features=gated)
     int8 = quantize(fp32, size)
     files = {}
     for variant, name, data in (("fp32", "model.onnx", fp32), ("int8", "model.int8.onnx", int8)):
         (folder / name).write_bytes(data)
         files[variant] = ModelFile(path=name, sha256=sha256_bytes(data), bytes=len(data))
     labels = BINARY_LABELS if task == "binary" else MULTI_LABELS
+    spec = InputSpec(size=size, mean=0.2, std=0.25)
     card = ModelCard(
         name="chest-cancer-net",
         version="0.0.0-test",
@@ -148,8 +213,13 @@ def write_model_dir(
         normal_label="normal",
         threshold=threshold,
         threshold_rule="fixed (test fixture)",
-        input=InputSpec(size=size, mean=0.2, std=0.25),
-        outputs=OutputSpec(logits="logits", cam="cam", activation="sigmoid" if task == "binary" else "softmax"),
+        input=spec,
+        outputs=OutputSpec(
+            logits="logits",
+            cam="cam",
+            activation="sigmoid" if task == "binary" else "softmax",
+            features="features" if gated else None,
+        ),
         files=files,
         golden=Golden(
             logits={"fp32": golden_logits(fp32, size), "int8": golden_logits(int8, size)},
@@ -158,6 +228,7 @@ def write_model_dir(
         metrics={"test": {"auc": 0.5}},
         versions={"onnxruntime": ort.__version__},
         created_at="2025-01-01T00:00:00Z",
+        **(gate_fields(folder, fp32, task, labels, spec) if gated else {}),
     )
     (folder / CARD_FILE).write_bytes(msgspec.json.encode(card))
     return folder

@@ -22,13 +22,13 @@ class FakeModel:
         self.gate = gate
         self.batches: list[list[float]] = []
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.gate is not None:
             self.gate.wait(5)
         time.sleep(self.delay)
         means = batch.mean(axis=(1, 2, 3))
         self.batches.append(means.tolist())
-        return means[:, None], np.repeat(means[:, None, None, None], 4, axis=2)
+        return means[:, None], np.repeat(means[:, None, None, None], 4, axis=2), 10 * means
 
 
 def image(value: float) -> np.ndarray:
@@ -44,6 +44,23 @@ async def infer_one(batcher: Batcher, value: float) -> float:
     with batcher.admit() as ticket:
         out = await batcher.infer(ticket, image(value))
         return float(out.logits[0])
+
+
+def test_each_image_gets_its_own_ood_score_from_its_batch() -> None:
+    async def main() -> list[tuple[float, float | None]]:
+        batcher = make(FakeModel(delay=0.02))
+        batcher.start()
+
+        async def one(value: float) -> tuple[float, float | None]:
+            with batcher.admit() as ticket:
+                out = await batcher.infer(ticket, image(value))
+                return float(out.logits[0]), out.ood_score
+
+        results = await asyncio.gather(*(one(float(v)) for v in range(6)))
+        await batcher.close(1)
+        return results
+
+    assert asyncio.run(main()) == [(float(v), pytest.approx(10.0 * v)) for v in range(6)]
 
 
 def test_concurrent_requests_are_batched_and_answered_in_place() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from service.settings import Settings
 from tests.service.svc_kit import png_bytes, serve_in_thread
-from tests.service.svc_models import write_model_dir
+from tests.service.svc_models import flat_png, write_model_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -113,3 +113,32 @@ def test_docs_page_works_offline(page, base_url: str) -> None:
     op.locator(".out pre").wait_for()
     assert "chest-cancer-net" in op.locator(".out pre").inner_text()
     assert page.outside == [] and _console_problems(page) == []
+
+
+@pytest.fixture(scope="module")
+def gated_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = write_model_dir(tmp_path_factory.mktemp("browser-gated"), "binary", gated=True)
+    with serve_in_thread(Settings(model_dir=folder, threads=1)) as url:
+        yield url
+
+
+def test_an_abstention_is_a_message_never_a_label(page, gated_url: str, tmp_path: Path) -> None:
+    white, grey = tmp_path / "white.png", tmp_path / "grey.png"
+    white.write_bytes(flat_png(255))
+    grey.write_bytes(flat_png(128))
+    page.goto(gated_url + "/")
+    page.set_input_files("#file", str(white))
+    page.wait_for_selector("#abstained:not([hidden])")
+    assert "No prediction" in page.inner_text("#abstained")
+    assert "does not look like the chest CT slices" in page.inner_text("#abstained")
+    assert "above the model's threshold" in page.inner_text("#abstained-reason")
+    assert not page.is_visible("#label") and not page.is_visible("#probabilities")
+    assert "adenocarcinoma" not in page.inner_text("#result") and "normal" not in page.inner_text("#result")
+    page.check("#heatmap-toggle")
+    page.wait_for_selector("#heatmap-status:has-text('no prediction is given')")
+
+    page.set_input_files("#file", str(grey))  # an in-distribution image afterwards shows its label again
+    page.wait_for_selector("#label:text-is('adenocarcinoma')")
+    assert page.is_hidden("#abstained") and page.is_visible("#label")
+    # The page fixture watches the other server's origin; this page talks to its own only.
+    assert [u for u in page.outside if not u.startswith(gated_url)] == [] and _console_problems(page) == []

@@ -17,7 +17,8 @@ from service.inference.engine import Engine, SelfTestFailed
 def test_opens_and_self_tests(model_dir: Path, variant: str) -> None:
     engine = Engine.open(model_dir, variant, threads=1)
     assert engine.self_test() <= read_card(model_dir).golden.atol[variant]
-    logits, cam = engine.run(np.zeros((3, 1, 64, 64), np.float32))
+    logits, cam, features = engine.run(np.zeros((3, 1, 64, 64), np.float32))
+    assert features is None  # the plain fixture has no features output
     assert logits.shape == (3, 1) and cam.shape == (3, 1, 8, 8)
     # The CAM contract: logits == mean(cam) + bias.
     bias = logits[:, 0] - cam.mean(axis=(2, 3))[:, 0]

@@ -43,6 +43,9 @@ def test_every_variable_is_read() -> None:
         "MAX_INFLIGHT_BODY_BYTES": "4096",
         "KEEPALIVE_S": "2",
         "HEADER_TIMEOUT_S": "1.5",
+        "OOD_POLICY": "Flag",
+        "DRIFT_WINDOW": "500",
+        "DRIFT_WINDOW_S": "60",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -69,6 +72,9 @@ def test_every_variable_is_read() -> None:
         max_inflight_body_bytes=4096,
         keepalive_s=2.0,
         header_timeout_s=1.5,
+        ood_policy="flag",
+        drift_window=500,
+        drift_window_s=60.0,
     )
     assert s.describe()["api_key"] == "set"
 
@@ -77,6 +83,8 @@ def test_every_variable_is_read() -> None:
     ("var", "value"),
     [
         ("MODEL_VARIANT", "int4"),
+        ("OOD_POLICY", "ignore"),
+        ("DRIFT_WINDOW", "5"),
         ("INFER_THREADS", "0"),
         ("INFER_THREADS", "two"),
         ("BATCHING", "maybe"),

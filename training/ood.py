@@ -1,0 +1,163 @@
+"""DVC stage `ood`: when not to answer. Fits each OOD method on the training split, sets its threshold on
+validation, scores the test split and the OOD sets (training.ood_sets), keeps the best method, and
+writes the drift reference distributions of the training split.
+
+Writes artifacts/ood_stats.npz (feature statistics), artifacts/ood.json (method, threshold, drift
+references: export copies them into the card), reports/ood.json (every method on every set, a DVC
+metric) and reports/ood.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import torch
+from PIL import Image
+
+from service.card import DriftReference, InputSpec
+from service.inference.decision import DecisionRule
+from service.inputs.imaging import load_tensor
+from service.trust import drift
+from service.trust.ood import METHODS, OodScorer
+from training import atomic, plots
+from training.artifacts import METRICS, MODEL, OOD_FIT, OOD_PNG, OOD_REPORT, OOD_STATS, PREPARED_DIR
+from training.data import input_spec, load_split
+from training.fit import task_rule
+from training.ingest import INGEST_LIMITS
+from training.model import ChestNet, WithFeatures, load_checkpoint
+from training.ood_fit import choose, fit_stats, judge
+from training.ood_sets import OodSet, build_sets, real_domain_files, synthetic_domain_files
+from training.params import Params, load_params
+from training.tracking import stage_run
+
+REAL_DATA = Path("../shared/data/chest-ct-kaggle/Data")  # where the project keeps the real Kaggle slices
+BATCH = 64
+
+
+def served_rule(meta: dict, metrics: dict) -> DecisionRule:
+    """The decision rule the service will use: calibrated, with evaluate's threshold."""
+    rule = task_rule(meta)
+    return dataclasses.replace(
+        rule, threshold=metrics["threshold"], temperature=metrics.get("calibration", {}).get("temperature", 1.0)
+    )
+
+
+def logits_and_features(model: ChestNet, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    net = WithFeatures(model).eval()
+    with torch.inference_mode():
+        parts = [net(torch.from_numpy(x[i : i + BATCH])) for i in range(0, len(x), BATCH)]
+    return torch.cat([p[0] for p in parts]).numpy(), torch.cat([p[2] for p in parts]).numpy()
+
+
+def other_domain(params: Params) -> list[bytes]:
+    """The other domain's files: real slices for a synthetic model, phantoms for a real one."""
+    choice = params.ood.other_domain
+    if choice == "none":
+        return []
+    if choice != "auto":
+        return real_domain_files(Path(choice))
+    if params.data.source == "synthetic":
+        return real_domain_files(REAL_DATA)
+    return synthetic_domain_files(params.ood.images_per_set, params.data.synthetic.seed + 1000)
+
+
+def ood_sets(params: Params, prepared: Path = PREPARED_DIR) -> list[OodSet]:
+    """The stage's OOD sets, rebuilt identically wherever they are needed (this stage, export's gate)."""
+    _, _, rows = load_split("test", input_spec(params.preprocess), prepared)
+    greys = []
+    for row in rows:
+        with Image.open(prepared / row.file) as image:
+            greys.append(image.convert("L"))
+    return build_sets(greys, other_domain(params), params.ood.seed, params.ood.images_per_set)
+
+
+def set_tensors(files: list[bytes], spec: InputSpec) -> np.ndarray:
+    """Encoded files through the service's decode and preprocessing (as uploads), (N, 1, S, S)."""
+    return np.stack([load_tensor(data, spec, INGEST_LIMITS) for data in files])
+
+
+def drift_reference(x_train: np.ndarray, spec: InputSpec, scores: np.ndarray, probability: np.ndarray, bins: int):
+    cuts = drift.grey_cuts(bins)
+    grey = np.stack([drift.grey_shares(x, spec, cuts) for x in x_train])
+    return DriftReference(
+        source="training split",
+        features={
+            drift.GREY: drift.reference_feature(grey, cuts),
+            drift.OOD_SCORE: drift.scalar_reference(scores, bins),
+            drift.PROBABILITY: drift.scalar_reference(probability, bins),
+        },
+    )
+
+
+def run(params: Params) -> dict:
+    spec = input_spec(params.preprocess)
+    model, meta = load_checkpoint(MODEL)
+    rule = served_rule(meta, json.loads(METRICS.read_text()))
+    splits = {name: load_split(name, spec)[:2] for name in ("train", "val", "test")}
+    outputs = {name: logits_and_features(model, x) for name, (x, _) in splits.items()}
+    sets = ood_sets(params)
+    set_outputs = {s.name: (s.kind, logits_and_features(model, set_tensors(s.files, spec))) for s in sets}
+    judged, scorers, stats = {}, {}, {}
+    for method in METHODS:
+        stats[method] = fit_stats(method, outputs["train"][1], splits["train"][1], outputs["val"][1])
+        scorers[method] = scorer = OodScorer(method, rule, stats[method])
+        scored = {name: scorer(*outputs[name]) for name in outputs}
+        in_sets = {name: (kind, scorer(*out)) for name, (kind, out) in set_outputs.items()}
+        judged[method] = judge(scored["val"], scored["test"], in_sets, params.ood.max_false_abstain)
+        judged[method]["scores"] = {k: v.tolist() for k, v in scored.items()} | {
+            k: v[1].tolist() for k, v in in_sets.items()
+        }
+    method = choose(judged, params.ood.method)
+    logits_train = outputs["train"][0]
+    reference = drift_reference(
+        splits["train"][0],
+        spec,
+        scorers[method](*outputs["train"]),
+        rule.cancer_probability(logits_train),
+        params.ood.drift_bins,
+    )
+    atomic.write_bytes(OOD_STATS, stats[method].to_bytes() if stats[method] else b"")
+    return {"method": method, "judged": judged, "reference": reference, "kinds": {s.name: s.kind for s in sets}}
+
+
+def main() -> None:
+    params = load_params()
+    result = run(params)
+    method, judged = result["method"], result["judged"]
+    chosen = judged[method]
+    report = {
+        "method": method,
+        "threshold": chosen["threshold"],
+        "max_false_abstain": params.ood.max_false_abstain,
+        "methods": {m: {k: v for k, v in j.items() if k != "scores"} for m, j in judged.items()},
+    }
+    atomic.write_json(OOD_REPORT, report)
+    atomic.write_json(
+        OOD_FIT,
+        {
+            "method": method,
+            "threshold": chosen["threshold"],
+            "max_false_abstain": params.ood.max_false_abstain,
+            "evaluation": report["methods"][method],
+            "drift": msgspec.to_builtins(result["reference"]),
+        },
+    )
+    plots.ood_scores(chosen["scores"], result["kinds"], chosen["threshold"], method, OOD_PNG)
+    with stage_run("ood", {"ood": params.raw["ood"]}) as mlflow:
+        for m, j in judged.items():
+            mlflow.log_metrics({f"{m}.test_flagged": j["test_flagged"]})
+            mlflow.log_metrics({f"{m}.{kind}.auroc_min": v["auroc_min"] for kind, v in j["by_kind"].items()})
+        mlflow.log_artifact(str(OOD_REPORT))
+        mlflow.log_artifact(str(OOD_PNG))
+    kinds = ", ".join(
+        f"{k} AUROC >= {v['auroc_min']:.3f} flagged {v['flagged']:.0%}" for k, v in chosen["by_kind"].items()
+    )
+    print(f"ood: {method}, threshold {chosen['threshold']:.4g}; test flagged {chosen['test_flagged']:.1%}; {kinds}")
+
+
+if __name__ == "__main__":
+    main()

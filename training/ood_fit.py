@@ -1,0 +1,109 @@
+"""Fitting and judging the OOD gate, in numpy: feature statistics, thresholds on validation, AUROC and
+flagged share per OOD set, and the choice of method."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from service.inference.decision import DecisionRule
+from service.trust.ood import METHODS, Block, FeatureStats, OodScorer
+from training.metrics import roc_auc
+from training.model import feature_slices
+from training.ood_sets import KINDS
+
+# The stages whose texture statistics the multilayer method reads: on real and synthetic models alike the
+# first three separated non-CT images best; the last stage adds class information, not strangeness.
+MULTILAYER_BLOCKS = ("layer1", "layer2", "layer3")
+_ANY_RULE = DecisionRule("binary", ("normal", "cancer"), "normal")  # feature scores ignore the rule
+
+# The kinds a method is chosen on: images that are not chest CT at all. Mangled CT (`near`) is reported,
+# not optimised for: no gate should be tuned to call a rotated chest CT foreign.
+CHOICE_KINDS = ("far", "modality", "domain")
+
+
+def fit_block(features: np.ndarray, targets: np.ndarray, start: int, stop: int) -> Block:
+    """Class means of one feature block and the precision of the covariance the classes share, shrunk
+    towards a scaled identity by the Ledoit-Wolf estimate (hundreds of dimensions from a few hundred
+    images are singular without it)."""
+    block = np.asarray(features, dtype=np.float64)[:, start:stop]
+    classes = np.unique(targets)
+    means = np.stack([block[targets == c].mean(axis=0) for c in classes])
+    covariance, _ = ledoit_wolf(block - means[np.searchsorted(classes, targets)])
+    return Block(start, stop, means, np.linalg.inv(covariance))
+
+
+def fit_stats(method: str, train: np.ndarray, targets: np.ndarray, val: np.ndarray) -> FeatureStats | None:
+    """The statistics a feature method needs (None for the logit methods). mahalanobis: the last stage's
+    pooled features; multilayer: the earlier stages, each scaled by its median validation distance so
+    that every stage weighs alike."""
+    slices = feature_slices()
+    if method == "mahalanobis":
+        return FeatureStats((fit_block(train, targets, *slices["layer4"]),))
+    if method != "multilayer":
+        return None
+    blocks = []
+    for name in MULTILAYER_BLOCKS:
+        block = fit_block(train, targets, *slices[name])
+        typical = float(np.median(OodScorer("mahalanobis", _ANY_RULE, FeatureStats((block,)))(None, val)))
+        blocks.append(dataclasses.replace(block, scale=max(typical, 1e-9)))
+    return FeatureStats(tuple(blocks))
+
+
+def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
+    """(shrunk covariance, shrinkage) of zero-mean rows: (1 - s) S + s mu I, Ledoit & Wolf (2004)."""
+    n, d = centred.shape
+    sample = centred.T @ centred / n
+    mu = np.trace(sample) / d
+    target_distance = np.sum((sample - mu * np.eye(d)) ** 2) / d
+    squares = centred**2
+    beta = np.sum(squares.T @ squares / n - sample**2) / (d * n)
+    shrinkage = 1.0 if target_distance <= 0 else float(min(beta, target_distance) / target_distance)
+    return (1.0 - shrinkage) * sample + shrinkage * mu * np.eye(d), shrinkage
+
+
+def threshold_for(val_scores: np.ndarray, max_false_abstain: float) -> float:
+    """The smallest observed validation score with at most `max_false_abstain` of validation above it."""
+    return float(np.quantile(np.asarray(val_scores, dtype=np.float64), 1.0 - max_false_abstain, method="higher"))
+
+
+def judge(val: np.ndarray, test: np.ndarray, sets: dict[str, tuple[str, np.ndarray]], max_false_abstain: float) -> dict:
+    """One method's threshold (on validation) and, per OOD set, the AUROC against the test split and the
+    share it flags. `sets`: name -> (kind, scores)."""
+    threshold = threshold_for(val, max_false_abstain)
+    per_set = {
+        name: {
+            "kind": kind,
+            "images": int(len(scores)),
+            "auroc": roc_auc(np.r_[np.zeros(len(test), bool), np.ones(len(scores), bool)], np.r_[test, scores]),
+            "flagged": float(np.mean(scores > threshold)),
+        }
+        for name, (kind, scores) in sets.items()
+    }
+    by_kind = {}
+    for kind in KINDS:
+        rows = [r for r in per_set.values() if r["kind"] == kind]
+        if rows:
+            flagged = sum(r["flagged"] * r["images"] for r in rows) / sum(r["images"] for r in rows)
+            by_kind[kind] = {"auroc_min": min(r["auroc"] for r in rows), "flagged": flagged}
+    return {
+        "threshold": threshold,
+        "val_flagged": float(np.mean(val > threshold)),
+        "test_flagged": float(np.mean(test > threshold)),
+        "sets": per_set,
+        "by_kind": by_kind,
+    }
+
+
+def choose(judged: dict[str, dict], wanted: str) -> str:
+    """`wanted`, or for "auto" the method with the best worst-case AUROC on non-CT images and the other
+    domain (ties go to the earlier of METHODS)."""
+    if wanted != "auto":
+        return wanted
+
+    def worst(method: str) -> float:
+        kinds = judged[method]["by_kind"]
+        return min(kinds[k]["auroc_min"] for k in CHOICE_KINDS if k in kinds)
+
+    return max((m for m in METHODS if m in judged), key=lambda m: (worst(m), -METHODS.index(m)))
