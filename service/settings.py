@@ -6,6 +6,7 @@ A bad value raises SettingsError with one line naming the variable, the value an
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -48,6 +49,9 @@ class Settings:
     max_inflight_body_bytes: int = 64 * 1024 * 1024
     keepalive_s: float = 5.0
     header_timeout_s: float = 5.0  # a connection's request headers must arrive within this
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For / -Proto the service believes, so that
+    # the access log shows the real client. Empty: those headers are ignored and the peer is the client.
+    forwarded_allow_ips: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +82,7 @@ class Settings:
         out["api_key"] = "set" if self.api_key else "unset"
         out["model_dir"] = str(self.model_dir)
         out["cors_origins"] = list(self.cors_origins)
+        out["forwarded_allow_ips"] = list(self.forwarded_allow_ips)
         return out
 
 
@@ -134,6 +139,19 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    # No "*": trusting every peer would let any client write the address the log shows.
+    networks = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError("expected a comma-separated list of IP addresses or networks (CIDR)") from None
+    return tuple(networks)
+
+
 def _api_key(raw: str) -> str:
     if len(raw) < 16:
         raise ValueError("expected at least 16 characters")
@@ -163,6 +181,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_inflight_body_bytes": ("MAX_INFLIGHT_BODY_BYTES", _int(1024, 1024**4)),
     "keepalive_s": ("KEEPALIVE_S", _float(0.1, 600.0)),
     "header_timeout_s": ("HEADER_TIMEOUT_S", _float(0.1, 600.0)),
+    "forwarded_allow_ips": ("FORWARDED_ALLOW_IPS", _networks),
 }
 _SECRET = frozenset({"API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}

@@ -43,6 +43,7 @@ def test_every_variable_is_read() -> None:
         "MAX_INFLIGHT_BODY_BYTES": "4096",
         "KEEPALIVE_S": "2",
         "HEADER_TIMEOUT_S": "1.5",
+        "FORWARDED_ALLOW_IPS": "10.0.0.5, 172.29.253.0/29,::1",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -69,6 +70,7 @@ def test_every_variable_is_read() -> None:
         max_inflight_body_bytes=4096,
         keepalive_s=2.0,
         header_timeout_s=1.5,
+        forwarded_allow_ips=("10.0.0.5/32", "172.29.253.0/29", "::1/128"),
     )
     assert s.describe()["api_key"] == "set"
 
@@ -87,6 +89,8 @@ def test_every_variable_is_read() -> None:
         ("CORS_ORIGINS", "evil.example"),
         ("LOG_FORMAT", "xml"),
         ("LOG_LEVEL", "LOUD"),
+        ("FORWARDED_ALLOW_IPS", "*"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.1,proxy.internal"),
     ],
 )
 def test_bad_values_are_one_clear_line(var: str, value: str) -> None:
