@@ -11,7 +11,10 @@ this concurrency, not under a fixed arrival rate).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,20 +48,23 @@ async def drive(
     max_requests: int,
     max_seconds: float,
     timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Tally:
-    """Send up to `max_requests` (cycling through `requests`) for at most `max_seconds`."""
+    """Send up to `max_requests` (cycling through `requests`) for at most `max_seconds`; over TLS with `tls`."""
     tally = Tally()
     ids = itertools.count()
     started = time.perf_counter()
     deadline = started + max_seconds
+    connect = functools.partial(asyncio.open_connection, host, port, ssl=tls, server_hostname=server_hostname)
     await asyncio.gather(
-        *(_connection(host, port, requests, ids, max_requests, deadline, timeout_s, tally) for _ in range(concurrency))
+        *(_connection(connect, requests, ids, max_requests, deadline, timeout_s, tally) for _ in range(concurrency))
     )
     tally.wall_s = time.perf_counter() - started
     return tally
 
 
-async def _connection(host, port, requests, ids, max_requests, deadline, timeout_s, tally: Tally) -> None:
+async def _connection(connect, requests, ids, max_requests, deadline, timeout_s, tally: Tally) -> None:
     conn = None
     while time.perf_counter() < deadline:
         n = next(ids)
@@ -66,7 +72,7 @@ async def _connection(host, port, requests, ids, max_requests, deadline, timeout
             break
         try:
             if conn is None:
-                conn = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+                conn = await asyncio.wait_for(connect(), timeout_s)
             sent = time.perf_counter()
             async with asyncio.timeout(timeout_s):
                 status, keep = await _exchange(*conn, requests[n % len(requests)])
@@ -78,10 +84,17 @@ async def _connection(host, port, requests, ids, max_requests, deadline, timeout
             tally.failures["connection_error"] += 1
             keep = False
         if not keep and conn is not None:
-            conn[1].close()
+            await _close(conn[1])
             conn = None
     if conn is not None:
-        conn[1].close()
+        await _close(conn[1])
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    # Awaited, so that a TLS connection's goodbye is done before the event loop ends.
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+        await asyncio.wait_for(writer.wait_closed(), 2)
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bool]:
