@@ -27,13 +27,14 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks.httpclient import Tally, build_request, drive
-from benchmarks.machine import busy_cpu_s, loadavg, machine_info, process_cpu_s, rss_mb, self_cpu_s
+from benchmarks.machine import busy_cpu_s, loadavg, machine_info, process_cpu_s, rss_mb, self_cpu_s, wait_for_quiet
 from benchmarks.proxy import HOST, Caddy
 from benchmarks.samples import write_samples
 from benchmarks.servers import Server, start_service
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 16
+QUIET_WAIT_S = 30.0
 DRAIN = {"DRAIN_GRACE_S": "2", "DRAIN_TIMEOUT_S": "10"}  # compose's defaults
 PROXIED = {"FORWARDED_ALLOW_IPS": "127.0.0.1", **DRAIN}
 
@@ -104,20 +105,25 @@ def _phase(
             return asyncio.run(drive("127.0.0.1", port, [request], CONCURRENCY, requests, limit_s, **tls))
 
         load(CONCURRENCY * 4, seconds)  # warm-up: connections, TLS sessions, the first health checks
-        time.sleep(0.1)  # the warm-up's last access-log lines are written before the phase's start
+        quiet = wait_for_quiet(max_wait_s=QUIET_WAIT_S)  # the machine is shared: start in a calm moment
         pids = [s.pid for s in servers] + ([caddy.proc.pid] if caddy else [])
         before, client0, busy0 = [_cpu(p) for p in pids], self_cpu_s(), busy_cpu_s()
         started = datetime.now().astimezone()
         stopper = _Stopper(servers[0], stop_after_s) if stop_after_s is not None else None
         tally = load(10**9, seconds)
-        after = [_cpu(p) for p in pids]
+        after, client, busy = [_cpu(p) for p in pids], self_cpu_s() - client0, busy_cpu_s() - busy0
         cpu = [round(b - a, 2) if a is not None and b is not None else None for a, b in zip(before, after, strict=True)]
+        time.sleep(0.3)  # the last answers' access-log lines
         row = _row(name, tally, servers, started)
+        ours = client + sum(c for c in cpu if c is not None)
         row["cpu_s"] = {
-            "client": round(self_cpu_s() - client0, 2),
+            "client": round(client, 2),
             "each_process_then_proxy": cpu,  # None: the stopped process (gone before it could be read)
-            "whole_machine": round(busy_cpu_s() - busy0, 2),
+            "whole_machine": round(busy, 2),
         }
+        # Other people's processes on the machine during the phase (the stopped process's share too).
+        row["others_cpu_cores"] = round(max(0.0, busy - ours) / tally.wall_s, 2)
+        row["quiet_before"] = quiet
         if stopper is not None:
             stopper.join()
             row["stopped"] = stopper.summary()
@@ -218,13 +224,14 @@ def report(r: dict) -> str:
         f"Machine: {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu_model']}), shared by the client, the "
         f"proxy and every process; load average after the run {r['loadavg_after']}.",
         "",
-        "| phase | requests | failed | throughput (req/s) | p50 / p99 (ms) | answered by each process |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| phase | requests | failed | throughput (req/s) | p50 / p99 (ms) | answered by each process "
+        "| others' CPU (cores) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in [*r["phases"], r["stop"]]:
         lines.append(
             f"| {p['name']} | {p['requests']} | {p['failed']} | {p['throughput_rps']} | {p['p50_ms']} / {p['p99_ms']} "
-            f"| {' + '.join(map(str, p['answered_by_process']))} |"
+            f"| {' + '.join(map(str, p['answered_by_process']))} | {p['others_cpu_cores']} |"
         )
     s = r["stop"]["stopped"]
     lines += [
