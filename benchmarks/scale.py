@@ -34,7 +34,6 @@ from benchmarks.servers import Server, start_service
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = 16
-QUIET_WAIT_S = 30.0
 DRAIN = {"DRAIN_GRACE_S": "2", "DRAIN_TIMEOUT_S": "10"}  # compose's defaults
 PROXIED = {"FORWARDED_ALLOW_IPS": "127.0.0.1", **DRAIN}
 
@@ -57,24 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if results["stop"]["failed"] == 0 else 1
 
 
-def run(model_dir: Path, work: Path, seconds: float, only_stop: bool = False) -> dict:
-    """Every phase (or only the stop phase), `seconds` of load each (the stop phase twice as long)."""
+def run(model_dir: Path, work: Path, seconds: float, only_stop: bool = False, quiet_wait_s: float = 30.0) -> dict:
+    """Every phase (or only the stop phase), `seconds` of load each (the stop phase twice as long); each
+    starts when other processes are quiet, or after `quiet_wait_s`."""
     body = write_samples(work / "samples")["png512"].path.read_bytes()
     one = {"INFER_THREADS": "1", "DECODE_THREADS": "1"}
+    common = {"model_dir": model_dir, "body": body, "seconds": seconds, "quiet_wait_s": quiet_wait_s}
     phases = [] if only_stop else [
-        _phase("1 process, direct", model_dir, work / "direct", body, seconds, [{}], proxy=False),
-        _phase("1 process, proxy", model_dir, work / "one", body, seconds, [PROXIED]),
-        _phase("2 processes x 1 thread, proxy", model_dir, work / "two1", body, seconds, [PROXIED | one] * 2),
-        _phase("2 processes x default threads, proxy", model_dir, work / "two2", body, seconds, [PROXIED] * 2),
+        _phase("1 process, direct", work=work / "direct", envs=[{}], proxy=False, **common),
+        _phase("1 process, proxy", work=work / "one", envs=[PROXIED], **common),
+        _phase("2 processes x 1 thread, proxy", work=work / "two1", envs=[PROXIED | one] * 2, **common),
+        _phase("2 processes x default threads, proxy", work=work / "two2", envs=[PROXIED] * 2, **common),
     ]  # fmt: skip
     stop = _phase(
         "2 processes x 1 thread, proxy, one stopped",
-        model_dir,
-        work / "stop",
-        body,
-        2 * seconds,
-        [PROXIED | one] * 2,
+        work=work / "stop",
+        envs=[PROXIED | one] * 2,
         stop_after_s=2 * seconds / 3,
+        **common | {"seconds": 2 * seconds},
     )
     return {"seconds_per_phase": seconds, "concurrency": CONCURRENCY, "phases": phases, "stop": stop}
 
@@ -88,6 +87,7 @@ def _phase(
     envs: list[dict[str, str]],
     proxy: bool = True,
     stop_after_s: float | None = None,
+    quiet_wait_s: float = 30.0,
 ) -> dict:
     """Fresh processes (and proxy), a warm-up, then `seconds` of load; SIGTERM to the first one if asked."""
     work.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def _phase(
             return asyncio.run(drive("127.0.0.1", port, [request], CONCURRENCY, requests, limit_s, **tls))
 
         load(CONCURRENCY * 4, seconds)  # warm-up: connections, TLS sessions, the first health checks
-        quiet = wait_for_quiet(max_wait_s=QUIET_WAIT_S)  # the machine is shared: start in a calm moment
+        quiet = wait_for_quiet(max_wait_s=quiet_wait_s) if quiet_wait_s else None  # the machine is shared
         pids = [s.pid for s in servers] + ([caddy.proc.pid] if caddy else [])
         before, client0, busy0 = [_cpu(p) for p in pids], self_cpu_s(), busy_cpu_s()
         started = datetime.now().astimezone()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(caddy_binary() is None, reason="caddy is not ins
 
 def test_two_processes_share_the_load_and_one_stops_without_a_failed_request(tmp_path: Path) -> None:
     model_dir = write_model_dir(tmp_path / "models", "binary")
-    results = scale.run(model_dir, tmp_path / "work", seconds=2.0, only_stop=True)
+    results = scale.run(model_dir, tmp_path / "work", seconds=2.0, only_stop=True, quiet_wait_s=0)
     stop = results["stop"]
     assert stop["requests"] > 100 and stop["failed"] == 0, stop["statuses"]
     first, second = stop["answered_by_process"]
