@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup up model serve test test-fast lint system-deps bench image clean
+.PHONY: setup up model serve test test-fast lint system-deps bench scale image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ serve: setup
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
 # System tools some tests drive: Chromium for the browser test (Debian's package, never a downloaded
-# browser), promtool and shellcheck for the deploy checks (podman for the image smoke installs itself).
+# browser), promtool, caddy, curl and shellcheck for the deploy checks (podman for the image smoke installs itself).
 # Without root these are left alone and the tests that need them skip with a reason.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -54,6 +54,11 @@ lint: setup
 # The full benchmark (model latency + HTTP load + cold start); writes benchmarks/results/.
 bench: setup
 	$(BIN)/python -m benchmarks
+
+# Horizontal scale on this host: Caddy (deploy/caddy/Caddyfile) in front of service processes, one stopped
+# mid-run; writes benchmarks/results/scale.{md,json}. Needs caddy (make system-deps).
+scale: setup
+	$(BIN)/python -m benchmarks.scale
 
 # Build the runtime image with podman and smoke-test it (root; see deploy/README.md).
 image:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs in CI with short-lived AWS credentials (GitHub OIDC): deploy commit SHA to the EC2 host through
-# SSM Run Command (no SSH, no open port 22). The host receives this commit's compose.yaml and
-# release.sh and runs `release.sh REPOSITORY SHA`, which waits for /health/ready and rolls back to the
-# previous SHA when the new one does not come up.
+# SSM Run Command (no SSH, no open port 22). The host receives this commit's compose.yaml, its
+# CloudWatch Logs override and release.sh, and runs `release.sh REPOSITORY SHA`, which waits for
+# /health/ready and rolls back to the previous SHA when the new one does not come up.
 #
 #   deploy/deploy.sh SHA
 #
@@ -42,6 +42,7 @@ commands = [
     f"mkdir -p {quote(folder)}",
     unpack("compose.yaml", "compose.yaml"),
     unpack("deploy/release.sh", "release.sh"),
+    unpack("deploy/cloudwatch/compose.awslogs.yaml", "compose.awslogs.yaml"),
     f"RELEASE_DIR={quote(folder)} bash {quote(folder + '/release.sh')} "
     f"{quote(os.environ['REPOSITORY'])} {quote(os.environ['SHA'])}",
 ]

@@ -9,7 +9,8 @@
 # Exit: 0 deployed; 1 not deployed, the previous release (if any) runs again; 2 the rollback failed too.
 # State in RELEASE_DIR (/opt/chest-cancer-net): compose.yaml, .env (written here: settings.env, then
 # API_IMAGE=...), current, previous, releases.log. The service's own settings (API_KEY, CORS_ORIGINS, ...)
-# go in settings.env there (mode 600). Env: READY_TIMEOUT_S (120), POLL_S (2), API_PORT (8000).
+# go in settings.env there (mode 600); CLOUDWATCH_LOGS=on there adds compose.awslogs.yaml.
+# Env: READY_TIMEOUT_S (120), POLL_S (2), API_PORT (8000).
 set -euo pipefail
 
 repository=${1:?usage: release.sh REPOSITORY SHA|--rollback}
@@ -19,6 +20,10 @@ timeout_s=${READY_TIMEOUT_S:-120}
 poll_s=${POLL_S:-2}
 ready_url=http://127.0.0.1:${API_PORT:-8000}/health/ready
 compose=(docker compose --project-directory "$dir" --file "$dir/compose.yaml")
+# CloudWatch Logs (ec2/bootstrap.sh with CLOUDWATCH=on): the awslogs driver replaces json-file.
+if grep -qx 'CLOUDWATCH_LOGS=on' "$dir/settings.env" 2>/dev/null; then
+  compose+=(--file "$dir/compose.awslogs.yaml")
+fi
 
 log() { printf 'release: %s\n' "$*"; }
 record() { printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" >>"$dir/releases.log"; }

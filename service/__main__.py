@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=False,  # service.web.observe writes one JSON line per request instead
         server_header=False,
-        proxy_headers=False,
+        # Only from the proxies named in FORWARDED_ALLOW_IPS (off by default): the client address and
+        # scheme they pass on replace the peer's.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=list(settings.forwarded_allow_ips) or None,
         timeout_keep_alive=settings.keepalive_s,
         # No limit_concurrency: it counts idle and half-open sockets (service.web.connections counts requests).
         h11_max_incomplete_event_size=16 * 1024,  # request line + headers

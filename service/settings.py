@@ -6,6 +6,7 @@ A bad value raises SettingsError with one line naming the variable, the value an
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -55,6 +56,9 @@ class Settings:
     ood_policy: str = "abstain"
     drift_window: int = 1000  # images in the drift window (also bounded by DRIFT_WINDOW_S)
     drift_window_s: float = 3600.0
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For / -Proto the service believes, so that
+    # the access log shows the real client. Empty: those headers are ignored and the peer is the client.
+    forwarded_allow_ips: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +89,7 @@ class Settings:
         out["api_key"] = "set" if self.api_key else "unset"
         out["model_dir"] = str(self.model_dir)
         out["cors_origins"] = list(self.cors_origins)
+        out["forwarded_allow_ips"] = list(self.forwarded_allow_ips)
         return out
 
 
@@ -141,6 +146,19 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    # No "*": trusting every peer would let any client write the address the log shows.
+    networks = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError("expected a comma-separated list of IP addresses or networks (CIDR)") from None
+    return tuple(networks)
+
+
 def _api_key(raw: str) -> str:
     if len(raw) < 16:
         raise ValueError("expected at least 16 characters")
@@ -173,6 +191,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ood_policy": ("OOD_POLICY", _choice("abstain", "flag", "off")),
     "drift_window": ("DRIFT_WINDOW", _int(10, 1_000_000)),
     "drift_window_s": ("DRIFT_WINDOW_S", _float(1.0, 30 * 86400.0)),
+    "forwarded_allow_ips": ("FORWARDED_ALLOW_IPS", _networks),
 }
 _SECRET = frozenset({"API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}

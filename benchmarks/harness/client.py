@@ -10,6 +10,8 @@ arrive at a set rate whatever the answers do.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,9 +53,22 @@ class Client:
     closed a moment before is the keep-alive race every client must handle, not a server fault.
     """
 
-    def __init__(self, port: int, timeout: float = 30.0, keepalive_s: float = 4.0, pool: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        timeout: float = 30.0,
+        keepalive_s: float = 4.0,
+        pool: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+    ) -> None:
+        """`tls`: speak HTTPS with this context; `server_name`: the Host (and TLS SNI) to ask for, still on
+        127.0.0.1 (a proxy's site name)."""
         self.port, self.timeout, self.keepalive_s = port, timeout, keepalive_s
-        self.host = f"127.0.0.1:{port}"
+        self.host = f"{server_name or '127.0.0.1'}:{port}"
+        self._connect = functools.partial(
+            asyncio.open_connection, "127.0.0.1", port, ssl=tls, server_hostname=server_name if tls else None
+        )
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         # At most `pool` connections, as a proxy's upstream pool: further calls wait their turn (and
         # that wait counts in their latency). None: a new connection whenever none is idle.
@@ -80,7 +95,7 @@ class Client:
         conn = self._reusable()
         try:
             if conn is None:
-                conn = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), self.timeout)
+                conn = await asyncio.wait_for(self._connect(), self.timeout)
                 self.opened += 1
             reader, writer = conn
             writer.write(call.encode(self.host))

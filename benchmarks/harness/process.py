@@ -121,7 +121,8 @@ class ServerProcess:
         return open_fds(self.pid)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def tail(self, lines: int = 15) -> str:

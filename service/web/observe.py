@@ -71,8 +71,10 @@ class HttpObserver:
         method = scope["method"]
         self.metrics.requests.labels(route, method, str(status)).inc()
         self.metrics.latency.labels(route).observe(seconds)
+        client = scope.get("client")
         fields = {
             "request_id": request_id,
+            "client": client[0] if client else None,  # behind a trusted proxy: the address it passed on
             "method": method,
             "route": route,
             "status": status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from service.observability.metrics import Metrics
+from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -69,6 +71,28 @@ def test_monitoring_runs_only_under_its_profile() -> None:
             assert not source.startswith("./") or (ROOT / source).exists(), volume
 
 
+def test_tls_profile_puts_caddy_in_front_with_a_fixed_trusted_address() -> None:
+    proxy, api = COMPOSE["services"]["proxy"], COMPOSE["services"]["api"]
+    assert proxy["profiles"] == ["tls"] and re.fullmatch(r"caddy:2\.6\.\d+-alpine", proxy["image"])
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert proxy["ports"] == ["80:80", "443:443"] and proxy["environment"]["UPSTREAMS"] == "api:8000"
+    assert proxy["read_only"] is True and proxy["cap_drop"] == ["ALL"] and proxy["cap_add"] == ["NET_BIND_SERVICE"]
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    # The service believes X-Forwarded-For from the proxy's address alone, inside the edge network.
+    address = proxy["networks"]["edge"]["ipv4_address"]
+    subnet = COMPOSE["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    assert api["environment"]["FORWARDED_ALLOW_IPS"] == f"${{FORWARDED_ALLOW_IPS:-{address}}}"
+    assert set(api["networks"]) == {"default", "edge"}
+    # The proxy's health checks must see a draining process (ready 503) before it stops listening.
+    caddyfile = (ROOT / "deploy/caddy/Caddyfile").read_text()
+    interval = float(re.search(r"\{\$HEALTH_INTERVAL:(\d+(?:\.\d+)?)s\}", caddyfile).group(1))
+    grace = float(re.search(r":-([\d.]+)\}", api["environment"]["DRAIN_GRACE_S"]).group(1))
+    assert interval < grace
+    limit = re.search(r":-(\d+)\}", proxy["environment"]["MAX_BODY_BYTES"]).group(1)
+    assert int(limit) == Settings().max_body_bytes
+
+
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's variable syntax: ${VAR}, ${VAR:-default} (also when empty), ${VAR-default}, $$ for $."""
 
@@ -95,7 +119,7 @@ def test_compose_file_passes_a_strict_compose_spec_parser() -> None:
     compose_spec = pytest.importorskip("compose_spec", reason="compose-spec (the dev extra) is not installed")
     text = (ROOT / "compose.yaml").read_text()
     parsed = compose_spec.PyCompose.from_yaml(interpolate(text, {}))
-    assert parsed.service_names() == ["api", "prometheus", "grafana"]
+    assert parsed.service_names() == ["api", "prometheus", "grafana", "proxy"]
     for broken in (text.replace("read_only: true", "read_only: maybe", 1), text.replace("cap_drop:", "cap_dorp:", 1)):
         with pytest.raises(ValueError):
             compose_spec.PyCompose.from_yaml(interpolate(broken, {}))

@@ -178,3 +178,15 @@ def test_host_settings_survive_each_release(host: Host) -> None:
     assert host.release(SHA1).returncode == 0
     assert host.read(".env").splitlines() == ["API_KEY=0123456789abcdef0123", f"API_IMAGE={REPO}:{SHA1}"]
     assert (host.dir / ".env").stat().st_mode & 0o077 == 0
+
+
+def test_cloudwatch_logs_only_when_the_host_asks(host: Host) -> None:
+    assert host.deploy(SHA1).returncode == 0
+    # deploy.sh ships the override with every release; release.sh uses it only when settings.env says so.
+    override = (ROOT / "deploy" / "cloudwatch" / "compose.awslogs.yaml").read_text().strip()
+    assert host.read("compose.awslogs.yaml") == override
+    assert not [c for c in host.calls() if "compose.awslogs.yaml" in c and c.startswith("docker compose")]
+    (host.dir / "settings.env").write_text("CLOUDWATCH_LOGS=on\nAWS_REGION=eu-west-1\n")
+    assert host.release(SHA2).returncode == 0
+    ups = [c for c in host.calls() if c.startswith("docker compose") and " up " in c]
+    assert f"--file {host.dir}/compose.awslogs.yaml" in ups[-1] and f"--file {host.dir}/compose.yaml" in ups[-1]

@@ -46,6 +46,7 @@ def test_every_variable_is_read() -> None:
         "OOD_POLICY": "Flag",
         "DRIFT_WINDOW": "500",
         "DRIFT_WINDOW_S": "60",
+        "FORWARDED_ALLOW_IPS": "10.0.0.5, 172.29.253.0/29,::1",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -75,6 +76,7 @@ def test_every_variable_is_read() -> None:
         ood_policy="flag",
         drift_window=500,
         drift_window_s=60.0,
+        forwarded_allow_ips=("10.0.0.5/32", "172.29.253.0/29", "::1/128"),
     )
     assert s.describe()["api_key"] == "set"
 
@@ -95,6 +97,8 @@ def test_every_variable_is_read() -> None:
         ("CORS_ORIGINS", "evil.example"),
         ("LOG_FORMAT", "xml"),
         ("LOG_LEVEL", "LOUD"),
+        ("FORWARDED_ALLOW_IPS", "*"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.1,proxy.internal"),
     ],
 )
 def test_bad_values_are_one_clear_line(var: str, value: str) -> None:
