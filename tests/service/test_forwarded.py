@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
 from benchmarks.harness.process import ServerProcess
 
 SPOOF = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
@@ -23,7 +24,9 @@ def access_lines(server: ServerProcess, count: int) -> list[dict]:
         time.sleep(0.05)
 
 
-def test_without_a_trusted_proxy_the_peer_is_the_client(start_server: Callable[..., ServerProcess], model_dir: Path) -> None:
+def test_without_a_trusted_proxy_the_peer_is_the_client(
+    start_server: Callable[..., ServerProcess], model_dir: Path
+) -> None:
     server = start_server(model_dir, LOG_LEVEL="INFO")
     server.wait_ready()
     assert httpx.get(server.url + "/v1/model", headers=SPOOF).status_code == 200
@@ -31,7 +34,9 @@ def test_without_a_trusted_proxy_the_peer_is_the_client(start_server: Callable[.
     assert line["client"] == "127.0.0.1"  # the forged header is ignored
 
 
-def test_a_trusted_proxy_passes_the_client_address_on(start_server: Callable[..., ServerProcess], model_dir: Path) -> None:
+def test_a_trusted_proxy_passes_the_client_address_on(
+    start_server: Callable[..., ServerProcess], model_dir: Path
+) -> None:
     server = start_server(model_dir, FORWARDED_ALLOW_IPS="127.0.0.0/8")
     server.wait_ready()
     assert httpx.get(server.url + "/v1/model", headers=SPOOF).status_code == 200
