@@ -37,4 +37,18 @@ def test_workflows_pass_actionlint(tool: Callable[[str], str]) -> None:
 def test_prometheus_config_and_rules_pass_promtool(tool: Callable[[str], str]) -> None:
     result = run(tool("promtool"), "check", "config", "deploy/prometheus/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 rules found" in result.stdout + result.stderr
+    assert "6 rules found" in result.stdout + result.stderr
+
+
+def test_alert_rules_pass_their_unit_tests(tool: Callable[[str], str], tmp_path: Path) -> None:
+    result = run(tool("promtool"), "test", "rules", "deploy/prometheus/alerts_test.yml")
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
+    # The tests can fail: with the drift alert's level moved above every PSI they feed it, they do.
+    for name in ("alerts.yml", "alerts_test.yml"):
+        (tmp_path / name).write_text((ROOT / "deploy" / "prometheus" / name).read_text())
+    rules = tmp_path / "alerts.yml"
+    rules.write_text(rules.read_text().replace("chestnet_drift_psi) > 0.25", "chestnet_drift_psi) > 0.95"))
+    broken = subprocess.run(
+        [tool("promtool"), "test", "rules", str(tmp_path / "alerts_test.yml")], capture_output=True, text=True
+    )
+    assert broken.returncode != 0 and "InputDrift" in broken.stdout + broken.stderr

@@ -138,8 +138,10 @@ def test_compose_config_is_valid() -> None:
 def exposed_names() -> set[str]:
     """Every sample name the service's /metrics can show, from its own registry."""
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
+    metrics = Metrics()
+    metrics.watch_trust(1.0, None)  # a model with an OOD gate adds the OOD score histogram
     return {
-        family.name + suffix for family in Metrics().registry.collect() for suffix in suffixes.get(family.type, ("",))
+        family.name + suffix for family in metrics.registry.collect() for suffix in suffixes.get(family.type, ("",))
     }
 
 
@@ -154,6 +156,7 @@ def test_dashboard_and_alerts_use_only_metrics_the_service_exposes() -> None:
     used = {m for e in expressions() for m in re.findall(r"\b((?:chestnet|process)_[a-z_]+|up)\b(?=[{\[)\s])", e)}
     assert used - names == set()
     assert {"chestnet_queue_depth", "chestnet_batch_size_bucket", "chestnet_positive_probability_bucket"} <= used
+    assert {"chestnet_drift_psi", "chestnet_abstentions_total", "chestnet_ood_score_bucket"} <= used
 
 
 def test_dashboard_has_the_panels_asked_for() -> None:
@@ -166,6 +169,9 @@ def test_dashboard_has_the_panels_asked_for() -> None:
         "batch size",
         "predictions by label",
         "p(not normal) distribution",
+        "drift",
+        "abstentions",
+        "ood score",
     ):
         assert needed in titles
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
