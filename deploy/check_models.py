@@ -1,4 +1,5 @@
-"""Image build gate: models/ must hold a card whose files all match it; copy the card and one variant.
+"""Image build gate: models/ must hold a card whose files all match it; copy the card, one variant and
+the OOD statistics file the card lists (when it lists one).
 
     python3 deploy/check_models.py --variant VARIANT SRC_DIR DEST_DIR
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 CARD = "model.json"
+OOD_STATS = "OOD statistics"  # how the card's ood.statistics file is named in messages
 HOW = "build the model with `dvc repro` (or fetch it with `dvc pull`) before building the image"
 
 
@@ -32,12 +34,15 @@ def verified_files(src: Path, variant: str) -> dict[str, bytes]:
     except FileNotFoundError:
         raise ModelsError(f"{src / CARD} is missing: {HOW}") from None
     try:
-        files = json.loads(card_bytes)["files"]
-        entries = {variant: (f["path"], f["sha256"], int(f["bytes"])) for variant, f in files.items()}
-    except (ValueError, KeyError, TypeError) as exc:
+        card = json.loads(card_bytes)
+        entries = {variant: (f["path"], f["sha256"], int(f["bytes"])) for variant, f in card["files"].items()}
+        stats = (card.get("ood") or {}).get("statistics")
+        if stats is not None:
+            entries[OOD_STATS] = (stats["path"], stats["sha256"], int(stats["bytes"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelsError(f"{src / CARD} is not a model card with files (path, sha256, bytes): {exc!r}") from None
-    if variant not in entries:
-        raise ModelsError(f"{src / CARD} lists no {variant!r} file (has: {', '.join(entries) or 'none'})")
+    if variant not in entries or variant == OOD_STATS:
+        raise ModelsError(f"{src / CARD} lists no {variant!r} file (has: {', '.join(card['files']) or 'none'})")
     out = {CARD: card_bytes}
     for listed, (name, sha256, size) in entries.items():
         if Path(name).name != name or name in (CARD, "", ".", ".."):
@@ -52,7 +57,7 @@ def verified_files(src: Path, variant: str) -> dict[str, bytes]:
                 f"{src / name} does not match its card: {len(data)} bytes, sha256 {digest[:12]}… "
                 f"(card: {size} bytes, {sha256[:12]}…); rebuild with `dvc repro` or `dvc pull`"
             )
-        if listed == variant:
+        if listed in (variant, OOD_STATS):
             out[name] = data
     return out
 

@@ -45,6 +45,31 @@ def test_copies_the_card_and_the_one_variant(tmp_path: Path, variant: str) -> No
     assert (tmp_path / "out" / "model.json").read_bytes() == (src / "model.json").read_bytes()
 
 
+def with_ood_statistics(src: Path, data: bytes = b"npz bytes" * 10, listed: bytes | None = None) -> Path:
+    """The card also lists an OOD statistics file (`listed`: the bytes its sha256 is of)."""
+    (src / "ood_stats.npz").write_bytes(data)
+    card = json.loads((src / "model.json").read_text())
+    digest = hashlib.sha256(listed if listed is not None else data).hexdigest()
+    card["ood"] = {
+        "method": "multilayer",
+        "statistics": {"path": "ood_stats.npz", "sha256": digest, "bytes": len(data)},
+    }
+    (src / "model.json").write_text(json.dumps(card))
+    return src
+
+
+def test_copies_the_ood_statistics_beside_the_variant(tmp_path: Path) -> None:
+    src = with_ood_statistics(write_models(tmp_path / "models"))
+    result = check(src, tmp_path / "out", "int8")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.int8.onnx", "model.json", "ood_stats.npz"]
+
+
+def test_altered_ood_statistics_fail_the_gate(tmp_path: Path) -> None:
+    src = with_ood_statistics(write_models(tmp_path / "models"), listed=b"other bytes" * 9)
+    assert "ood_stats.npz does not match its card" in failure(src, tmp_path)
+
+
 def failure(src: Path, tmp_path: Path, variant: str = "int8") -> str:
     result = check(src, tmp_path / "out", variant)
     assert result.returncode == 1
