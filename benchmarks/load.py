@@ -72,6 +72,8 @@ def scenarios(plan: Plan) -> list[Scenario]:
         Scenario("service (batching off)", "service", {"BATCHING": "0"}),
         Scenario(f"service (small queue {plan.small_queue})", "service", {"QUEUE_MAX": str(plan.small_queue)}, (top,)),
         Scenario("service fp32 (batching on)", "service", {"MODEL_VARIANT": "fp32"}, (1, 16)),
+        # The trust layer's cost: the same service with the OOD gate (and its scoring) off.
+        Scenario("service (OOD gate off)", "service", {"OOD_POLICY": "off"}, (1, 16)),
         Scenario("seed-style baseline (torch eager)", "seed", mix=True),
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 SERVICE = "service (batching on)"
+TRUST_OFF = "service (OOD gate off)"
 SEED = "seed-style baseline (torch eager)"
 LOAD_OK = {"200", "503"}
 
@@ -24,6 +25,8 @@ def evaluate(results: dict) -> list[dict]:
     seed16 = _level(http, SEED, 16)
     int8_rss = [s["rss_peak_mb"] for s in http["scenarios"] if s["server"] == "service" and "fp32" not in s["name"]]
     b1t2, b1t1 = ratio.get((1, 2), {}), ratio.get((1, 1), {})
+    off1, off16 = _level(http, TRUST_OFF, 1), _level(http, TRUST_OFF, 16)
+    trust_rows = [r["median_ms"] for r in latency["rows"] if r.get("kind") == "trust"]
     measured = [
         _at_least("ORT int8 vs torch eager, batch 1, 2 threads", b1t2.get("torch_over_int8"), 4.0, "x"),
         _at_least("ORT fp32 vs torch eager, batch 1, 2 threads", b1t2.get("torch_over_fp32"), 1.6, "x"),
@@ -35,6 +38,9 @@ def evaluate(results: dict) -> list[dict]:
         _at_least("c=16 throughput vs seed-style baseline", _ratio(c16, seed16, "throughput_rps"), 3.0, "x"),
         _at_most("serving RSS under load, int8", max(int8_rss) if int8_rss else None, 200.0, "MB"),
         _at_most("service start to ready", http["cold_start"].get("service", {}).get("median_s"), 2.0, "s"),
+        _at_most("trust layer per image (OOD score, verdict, drift), beside the model", _first(trust_rows), 0.3, "ms"),
+        _at_most("trust layer: added server CPU per request at c=1 (OOD gate on - off)", _delta(c1, off1), 0.3, "ms"),
+        _at_least("trust layer: c=16 throughput, OOD gate on / off", _ratio(c16, off16, "throughput_rps"), 0.95, "x"),
     ]
     normalised = [
         _at_least("ORT int8 vs torch eager, batch 1, 1 thread", b1t1.get("torch_over_int8"), 4.0, "x"),
@@ -45,6 +51,17 @@ def evaluate(results: dict) -> list[dict]:
         ),
     ]
     return [c | {"basis": "measured"} for c in measured] + [c | {"basis": "cpu-normalised"} for c in normalised]
+
+
+def _first(values: list[float]) -> float | None:
+    return values[0] if values else None
+
+
+def _delta(on: dict | None, off: dict | None) -> float | None:
+    key = "server_cpu_ms_per_request"
+    if on is None or off is None or on.get(key) is None or off.get(key) is None:
+        return None
+    return round(on[key] - off[key], 3)
 
 
 def _level(http: dict, scenario: str, concurrency: int) -> dict | None:

@@ -66,3 +66,29 @@ def _torch_runner(request, threads: int):
             return model(torch.from_numpy(x))[0].numpy()
 
     return run
+
+
+def test_trust_layer(benchmark, card, model_pair, engines, batch_of) -> None:
+    """What the trust layer adds to one image beside the model: its OOD score from the model's outputs,
+    the verdict, its grey-level histogram and the drift window's update (service.inference.runtime)."""
+    from service.trust.drift import GREY, DriftWindow, grey_shares
+    from service.trust.gate import OodGate
+
+    if card.ood is None or card.drift is None:
+        pytest.skip("the model card has no OOD gate or drift reference")
+    engine = engines("int8", 1)
+    gate = OodGate.of(card, engine.ood_stats, "abstain")
+    window = DriftWindow(card.drift, max_count=1000, max_age_s=3600.0)
+    x = batch_of(1)
+    logits, _, features = engine.run(x)
+    cuts = window.cuts(GREY)
+
+    def trust() -> float:
+        score = gate.scores(logits, features)[0]
+        verdict = gate.verdict(float(score))
+        window.observe(grey_shares(x[0], card.input, cuts), verdict.score, 0.5)
+        return verdict.score
+
+    benchmark.group = "trust layer, per image"
+    benchmark.extra_info.update(kind="trust", method=card.ood.method)
+    assert benchmark(trust) > 0

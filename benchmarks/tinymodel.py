@@ -19,10 +19,14 @@ import torch
 
 from export.onnx_export import OUTPUTS, export_fp32
 from export.quantize import quantize_int8
-from export.write_card import FILES, finish_card, library_versions, write_card
-from service.card import NORMAL_LABEL, Golden, ModelCard, OutputSpec, labels_for
+from export.write_card import FILES, OOD_STATS_FILE, finish_card, library_versions, write_card
+from service.card import NORMAL_LABEL, Golden, ModelCard, OodSpec, OutputSpec, labels_for
+from service.inference.decision import DecisionRule
+from service.trust.ood import OodScorer
 from training.data import input_spec
 from training.model import build_model, save_checkpoint
+from training.ood import drift_reference, logits_and_features
+from training.ood_fit import fit_stats
 from training.params import load_params
 
 SIZE = 64
@@ -42,8 +46,25 @@ def build(out: Path) -> tuple[Path, Path]:
     export_fp32(model, models / FILES["fp32"], SIZE, OPSET)
     calibration = np.random.default_rng(0).normal(0.0, 1.0, (8, 1, SIZE, SIZE)).astype(np.float32)
     quantize_int8(models / FILES["fp32"], models / FILES["int8"], calibration)
-    write_card(finish_card(_draft(labels, spec), models), models)
+    trust = _trust(model, calibration, labels, spec, models)
+    write_card(finish_card(msgspec.structs.replace(_draft(labels, spec), **trust), models), models)
     return models, checkpoint
+
+
+def _trust(model, images: np.ndarray, labels: list[str], spec, models: Path) -> dict:
+    """An OOD gate (multilayer, as the pipeline usually picks) and drift references fitted on the
+    calibration images, with the ood stage's own functions, so the trust layer's cost is measured too."""
+    rule = DecisionRule("binary", tuple(labels), NORMAL_LABEL)
+    logits, features = logits_and_features(model, images)
+    stats = fit_stats("multilayer", features, np.zeros(len(images), dtype=np.int64), features)
+    (models / OOD_STATS_FILE).write_bytes(stats.to_bytes())
+    scores = OodScorer("multilayer", rule, stats)(logits, features)
+    threshold = float(np.quantile(scores, 0.95, method="higher"))
+    return {
+        "ood": OodSpec(method="multilayer", threshold=threshold, max_false_abstain=0.05),
+        "drift": drift_reference(images, spec, scores, rule.cancer_probability(logits), bins=10),
+        "outputs": OutputSpec(logits=OUTPUTS[0], cam=OUTPUTS[1], activation="sigmoid", features=OUTPUTS[2]),
+    }
 
 
 def _draft(labels: list[str], spec) -> ModelCard:

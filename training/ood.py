@@ -93,6 +93,29 @@ def drift_reference(x_train: np.ndarray, spec: InputSpec, scores: np.ndarray, pr
     )
 
 
+def drift_psi(reference: DriftReference, x: np.ndarray, spec: InputSpec, scores, probability) -> dict[str, float]:
+    """The PSI the service would report after seeing these images (its own DriftWindow)."""
+    window = drift.DriftWindow(reference, max_count=len(x), max_age_s=float("inf"))
+    cuts = window.cuts(drift.GREY)
+    for tensor, score, p in zip(x, scores, probability, strict=True):
+        window.observe(drift.grey_shares(tensor, spec, cuts), float(score), float(p))
+    return {k: round(v, 4) for k, v in window.psi().items()}
+
+
+def brightened(x: np.ndarray, spec: InputSpec, amount: float = 0.2) -> np.ndarray:
+    """The images `amount` brighter on the 0..1 grey scale (a window or exposure shift), clipped at white."""
+    return np.minimum(x + np.float32(amount / spec.std), np.float32((1.0 - spec.mean) / spec.std))
+
+
+def drift_check(model, reference, spec, scorer, rule, x_val, x_test) -> dict[str, dict[str, float]]:
+    """PSI against the reference of held-out splits (should stay low) and of a shifted set (should not)."""
+    out = {}
+    for name, x in (("val", x_val), ("test", x_test), ("test_brightened", brightened(x_test, spec))):
+        logits, features = logits_and_features(model, x)
+        out[name] = drift_psi(reference, x, spec, scorer(logits, features), rule.cancer_probability(logits))
+    return out
+
+
 def run(params: Params) -> dict:
     spec = input_spec(params.preprocess)
     model, meta = load_checkpoint(MODEL)
@@ -120,8 +143,10 @@ def run(params: Params) -> dict:
         rule.cancer_probability(logits_train),
         params.ood.drift_bins,
     )
+    checked = drift_check(model, reference, spec, scorers[method], rule, splits["val"][0], splits["test"][0])
     atomic.write_bytes(OOD_STATS, stats[method].to_bytes() if stats[method] else b"")
-    return {"method": method, "judged": judged, "reference": reference, "kinds": {s.name: s.kind for s in sets}}
+    kinds = {s.name: s.kind for s in sets}
+    return {"method": method, "judged": judged, "reference": reference, "kinds": kinds, "drift_check": checked}
 
 
 def main() -> None:
@@ -134,6 +159,7 @@ def main() -> None:
         "threshold": chosen["threshold"],
         "max_false_abstain": params.ood.max_false_abstain,
         "methods": {m: {k: v for k, v in j.items() if k != "scores"} for m, j in judged.items()},
+        "drift_psi": result["drift_check"],  # against the training split's reference
     }
     atomic.write_json(OOD_REPORT, report)
     atomic.write_json(

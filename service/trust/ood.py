@@ -43,7 +43,11 @@ class FeatureStats:
         arrays = {}
         for i, b in enumerate(self.blocks):
             arrays[f"b{i}_range"] = np.array([b.start, b.stop], dtype=np.int64)
-            arrays[f"b{i}_means"], arrays[f"b{i}_precision"] = b.means, b.precision
+            # float32, as the scorer uses them (half the file; the export gate checks the scores)
+            arrays[f"b{i}_means"], arrays[f"b{i}_precision"] = (
+                b.means.astype(np.float32),
+                b.precision.astype(np.float32),
+            )
             arrays[f"b{i}_scale"] = np.array(b.scale)
         out = io.BytesIO()
         np.savez(out, **arrays)

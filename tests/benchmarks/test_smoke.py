@@ -19,6 +19,7 @@ SCENARIOS = {
     "service (batching off)",
     "service (small queue 8)",
     "service fp32 (batching on)",
+    "service (OOD gate off)",
     "seed-style baseline (torch eager)",
 }
 
@@ -82,7 +83,7 @@ def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
 def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
     results, out = smoke
     assert results["meta"]["mode"] == "smoke"
-    assert len(results["targets"]) == 14 and all(t["measured"] is not None for t in results["targets"])
+    assert len(results["targets"]) == 17 and all(t["measured"] is not None for t in results["targets"])
     assert {t["basis"] for t in results["targets"]} == {"measured", "cpu-normalised"}
     report = (out / "report.md").read_text()
     headings = (
@@ -101,4 +102,4 @@ def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
 def test_targets_never_count_a_missing_measurement_as_met() -> None:
     results = {"latency": {"ratios": []}, "http": {"scenarios": [], "cold_start": {}}}
     checks = evaluate(results)
-    assert len(checks) == 14 and {c["met"] for c in checks} == {None}
+    assert len(checks) == 17 and {c["met"] for c in checks} == {None}
