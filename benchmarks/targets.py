@@ -26,7 +26,7 @@ def evaluate(results: dict) -> list[dict]:
     int8_rss = [s["rss_peak_mb"] for s in http["scenarios"] if s["server"] == "service" and "fp32" not in s["name"]]
     b1t2, b1t1 = ratio.get((1, 2), {}), ratio.get((1, 1), {})
     off1, off16 = _level(http, TRUST_OFF, 1), _level(http, TRUST_OFF, 16)
-    trust_rows = [r["median_ms"] for r in latency["rows"] if r.get("kind") == "trust"]
+    trust_rows = [r["median_ms"] for r in latency.get("rows", []) if r.get("kind") == "trust"]
     measured = [
         _at_least("ORT int8 vs torch eager, batch 1, 2 threads", b1t2.get("torch_over_int8"), 4.0, "x"),
         _at_least("ORT fp32 vs torch eager, batch 1, 2 threads", b1t2.get("torch_over_fp32"), 1.6, "x"),

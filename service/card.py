@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 import numpy as np
@@ -66,10 +66,16 @@ class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ece_test_after: float | None = None
 
 
+# How the OOD gate scores an image (service/trust/ood.py); the first two read the features output.
+OodMethod = Literal["mahalanobis", "multilayer", "energy", "max_softmax"]
+OOD_METHODS: tuple[str, ...] = get_args(OodMethod)
+FEATURE_OOD_METHODS: tuple[str, ...] = ("mahalanobis", "multilayer")
+
+
 class OodSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The out-of-distribution gate: images scoring above `threshold` are not answered (service.trust.ood)."""
 
-    method: Literal["mahalanobis", "multilayer", "energy", "max_softmax"]
+    method: OodMethod
     threshold: float
     max_false_abstain: float  # the share of validation images the threshold may flag (it flags at most that)
     statistics: ModelFile | None = None  # npz: class means and shared precision per feature block
@@ -167,7 +173,7 @@ def validate_card(card: ModelCard) -> None:
         problems.append("no model files listed")
     if not card.calibration.temperature > 0:
         problems.append(f"calibration temperature {card.calibration.temperature} is not > 0")
-    feature_gate = card.ood is not None and card.ood.method in ("mahalanobis", "multilayer")
+    feature_gate = card.ood is not None and card.ood.method in FEATURE_OOD_METHODS
     if feature_gate and (card.ood.statistics is None or card.outputs.features is None):
         problems.append(f"a {card.ood.method} OOD gate needs its statistics file and a features output")
     for name, feature in card.drift.features.items() if card.drift else ():

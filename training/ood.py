@@ -1,6 +1,7 @@
 """DVC stage `ood`: when not to answer. Fits each OOD method on the training split, sets its threshold on
 validation, scores the test split and the OOD sets (training.ood_sets), keeps the best method, and
-writes the drift reference distributions of the training split.
+writes the drift reference distributions (grey levels of the training split, model outputs of the
+validation split: see drift_reference).
 
 Writes artifacts/ood_stats.npz (feature statistics), artifacts/ood.json (method, threshold, drift
 references: export copies them into the card), reports/ood.json (every method on every set, a DVC
@@ -81,14 +82,20 @@ def set_tensors(files: list[bytes], spec: InputSpec) -> np.ndarray:
 
 
 def drift_reference(x_train: np.ndarray, spec: InputSpec, scores: np.ndarray, probability: np.ndarray, bins: int):
+    """The input's grey levels from the training split; the model's outputs (OOD score, P(not normal))
+    from held-out images (`scores`, `probability`: the validation split's). On its own training images
+    the model is surer and closer than on any new one: measured on the real data, the unshifted test
+    split had PSI 0.53 (OOD score) and 0.44 (probability) against training-split references, a false
+    alarm on every day's traffic. About ten images per bin keep the held-out reference steady."""
     cuts = drift.grey_cuts(bins)
     grey = np.stack([drift.grey_shares(x, spec, cuts) for x in x_train])
+    scalar_bins = max(2, min(bins, len(scores) // 10))
     return DriftReference(
-        source="training split",
+        source="grey levels: training split; OOD score and probability: validation split",
         features={
             drift.GREY: drift.reference_feature(grey, cuts),
-            drift.OOD_SCORE: drift.scalar_reference(scores, bins),
-            drift.PROBABILITY: drift.scalar_reference(probability, bins),
+            drift.OOD_SCORE: drift.scalar_reference(scores, scalar_bins),
+            drift.PROBABILITY: drift.scalar_reference(probability, scalar_bins),
         },
     )
 
@@ -135,12 +142,11 @@ def run(params: Params) -> dict:
             k: v[1].tolist() for k, v in in_sets.items()
         }
     method = choose(judged, params.ood.method)
-    logits_train = outputs["train"][0]
     reference = drift_reference(
         splits["train"][0],
         spec,
-        scorers[method](*outputs["train"]),
-        rule.cancer_probability(logits_train),
+        scorers[method](*outputs["val"]),
+        rule.cancer_probability(outputs["val"][0]),
         params.ood.drift_bins,
     )
     checked = drift_check(model, reference, spec, scorers[method], rule, splits["val"][0], splits["test"][0])
@@ -159,7 +165,7 @@ def main() -> None:
         "threshold": chosen["threshold"],
         "max_false_abstain": params.ood.max_false_abstain,
         "methods": {m: {k: v for k, v in j.items() if k != "scores"} for m, j in judged.items()},
-        "drift_psi": result["drift_check"],  # against the training split's reference
+        "drift_psi": result["drift_check"],  # against the card's reference; the test split is the honest check
     }
     atomic.write_json(OOD_REPORT, report)
     atomic.write_json(

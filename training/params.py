@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from service.card import MIN_INPUT_SIZE
+from service.card import MIN_INPUT_SIZE, OOD_METHODS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -88,7 +88,7 @@ class Evaluate:
 
 @dataclass(frozen=True)
 class Ood:
-    method: str  # auto | mahalanobis | energy | max_softmax
+    method: str  # auto or one of service.card.OOD_METHODS
     max_false_abstain: float  # share of in-distribution validation images the threshold may flag
     images_per_set: int
     other_domain: str  # auto | none | a Kaggle-layout folder (for a model trained on synthetic data)
@@ -211,8 +211,8 @@ def _check(p: Params) -> None:
         errors.append("tune.n_trials, tune.epochs and train.epochs must be >= 1")
     if p.evaluate.calibration not in ("temperature", "none"):
         errors.append(f"evaluate.calibration must be temperature or none, not {p.evaluate.calibration!r}")
-    if p.ood.method not in ("auto", "mahalanobis", "energy", "max_softmax"):
-        errors.append(f"ood.method must be auto, mahalanobis, energy or max_softmax, not {p.ood.method!r}")
+    if p.ood.method not in ("auto", *OOD_METHODS):
+        errors.append(f"ood.method must be one of auto, {', '.join(OOD_METHODS)}, not {p.ood.method!r}")
     if not 0.0 < p.ood.max_false_abstain < 0.5 or p.ood.images_per_set < 4 or p.ood.drift_bins < 2:
         errors.append("ood.max_false_abstain must be in (0, 0.5), images_per_set >= 4, drift_bins >= 2")
     if errors:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.card import FEATURE_OOD_METHODS, OOD_METHODS
 from service.inference.decision import DecisionRule
 
-METHODS = ("mahalanobis", "multilayer", "energy", "max_softmax")
-FEATURE_METHODS = ("mahalanobis", "multilayer")
+METHODS = OOD_METHODS  # defined with the card, which records the method
+FEATURE_METHODS = FEATURE_OOD_METHODS
 
 
 @dataclass(frozen=True)

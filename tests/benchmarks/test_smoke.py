@@ -45,8 +45,14 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 def test_smoke_latency_covers_every_case(smoke: tuple[dict, Path]) -> None:
     latency = smoke[0]["latency"]
     assert latency["skipped"] == []
-    kinds = [(r["kind"], r.get("image") or (r["backend"], r["batch"], r["threads"])) for r in latency["rows"]]
-    assert len(kinds) == len(set(kinds)) == 3 + 3 + 3 * 3 * 2
+
+    def case(r: dict) -> tuple:
+        return (r["kind"], r.get("image") or r.get("method") or (r["backend"], r["batch"], r["threads"]))
+
+    kinds = [case(r) for r in latency["rows"]]
+    # decode and decode+preprocess per image; inference per backend, batch and threads; the trust layer
+    assert len(kinds) == len(set(kinds)) == 3 + 3 + 3 * 3 * 2 + 1
+    assert [r["method"] for r in latency["rows"] if r["kind"] == "trust"] == ["multilayer"]
     assert all(r["median_ms"] > 0 and r["rounds"] >= 1 for r in latency["rows"])
     assert len(latency["ratios"]) == 6
     assert all(v > 0 for x in latency["ratios"] for k, v in x.items() if k.endswith("int8") or k.endswith("fp32"))

@@ -33,6 +33,8 @@ ALLOWED_WRITES = {
     ("export/quantize.py", "quantize_static("): "into export's staging folder",
     ("export/preprocess_check.py", "image.save(out"): "into memory",
     ("export/stage.py", "shutil.move(staging"): "inside replace_dir's build: models/ is swapped in whole",
+    ("export/stage.py", "(staging / OOD_STATS_FILE).write_bytes"): "into export's staging folder",
+    ("training/ood_sets.py", ".save(out"): "into memory",
     ("export/write_card.py", "(model_dir / CARD_FILE).write_bytes"): "into export's staging folder",
 }
 WRITE = re.compile(

@@ -85,10 +85,10 @@ def test_dvc_repro_then_nothing_to_do_and_train_params_rerun_only_downstream(tmp
     params["train"]["epochs"] = 1
     write_params(project, params)
     # dvc status names the stages whose own deps changed (export records every params section);
-    # evaluate follows once train's output changes, which repro shows.
+    # evaluate and ood follow once train's output changes, which repro shows.
     status = json.loads(dvc(["status", "--json"], project).stdout)
     assert set(status) == {"train", "export"}, status
     third = dvc(["repro"], project)
     assert third.returncode == 0, third.stdout + third.stderr
     ran = set(re.findall(r"Running stage '(\w+)'", third.stdout))
-    assert ran == {"train", "evaluate", "export"}, third.stdout
+    assert ran == {"train", "evaluate", "ood", "export"}, third.stdout
