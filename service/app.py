@@ -11,9 +11,9 @@ import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 
-from service.errors import ServiceError, for_status
+from service.errors import ClientDisconnected, ServiceError, for_status
 from service.inference.engine import Engine
 from service.inference.runtime import Runtime
 from service.inputs.imaging import harden_pillow
@@ -130,8 +130,16 @@ def _service_error(request: Request, exc: ServiceError) -> Response:
     return _error(request, exc.status, exc.code, exc.detail, headers)
 
 
+# What Litestar raises (as a bare 500) when the client disconnects while its body is being read.
+_LITESTAR_DISCONNECT = "client disconnected prematurely"
+
+
 def _http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
+    if isinstance(exc, InternalServerException) and exc.detail == _LITESTAR_DISCONNECT:
+        log.info("client disconnected before its request body arrived")
+        gone = ClientDisconnected("the client disconnected before its request body arrived")
+        return _error(request, gone.status, gone.code, gone.detail)
     if status >= 500:
         return _unexpected(request, exc)
     detail = _HTTP_DETAILS.get(status) or str(exc.detail)

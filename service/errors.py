@@ -63,6 +63,13 @@ class InvalidImage(ServiceError):
     status, code = 422, "invalid_image"
 
 
+class ClientDisconnected(ServiceError):
+    """The client went away before its request body had arrived. Nobody reads the answer; 499 (nginx's
+    "client closed request") keeps it out of the 5xx error rate and the error log."""
+
+    status, code = 499, "client_disconnected"
+
+
 class TooManyRequests(ServiceError):
     status, code = 429, "too_many_requests"
 

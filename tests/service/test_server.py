@@ -152,6 +152,25 @@ def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -
             sock.close()
 
 
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(model_dir: Path, start_server) -> None:
+    server = start_server(model_dir, LOG_LEVEL="INFO")
+    server.wait_ready()
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(head + b"\x89PNG\r\n\x1a\n")
+            time.sleep(0.2)  # the handler is reading the body when the client goes
+    assert httpx.post(server.url + "/v1/predict", files={"file": png_bytes()}).status_code == 200
+    deadline = time.monotonic() + 5
+    while 'status="499"' not in (metrics := httpx.get(server.url + "/metrics").text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    counted = [x for x in metrics.splitlines() if x.startswith("chestnet_http_requests_total{") and "/v1/predict" in x]
+    assert any('status="499"' in x for x in counted), counted
+    assert not any('status="500"' in x for x in counted), counted
+    assert 'chestnet_errors_total{code="client_disconnected"} 3.0' in metrics
+    assert '"level":"ERROR"' not in server.output() and "internal_error" not in server.output()
+
+
 def test_request_bodies_in_memory_are_bounded(model_dir: Path, start_server) -> None:
     server = start_server(model_dir, MAX_BODY_BYTES="100000", MAX_INFLIGHT_BODY_BYTES="150000", REQUEST_TIMEOUT_S="5")
     server.wait_ready()
