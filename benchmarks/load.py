@@ -11,10 +11,12 @@ figure is the median over rounds (status counts are summed, RSS peaks are the ma
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import math
 import statistics
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from benchmarks.harness.client import Call, Client, Result, Tally, closed_loop
 from benchmarks.harness.stats import nearest_rank
 from benchmarks.machine import Meter, wait_for_quiet
 from benchmarks.servers import Server, start_seed, start_service
+from service.card import CARD_FILE
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Scenario:
     env: dict[str, str] = field(default_factory=dict)
     levels: tuple[int, ...] = ()  # () = the plan's concurrency levels
     mix: bool = False  # add the real-file mix level
+    protocols: bool = False  # the same image also through OIP JSON and OIP binary, at the same levels
 
 
 def scenarios(plan: Plan) -> list[Scenario]:
@@ -74,6 +78,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
         Scenario("service fp32 (batching on)", "service", {"MODEL_VARIANT": "fp32"}, (1, 16)),
         # The trust layer's cost: the same service with the OOD gate (and its scoring) off.
         Scenario("service (OOD gate off)", "service", {"OOD_POLICY": "off"}, (1, 16)),
+        Scenario("service: /v1/predict vs OIP JSON vs OIP binary", "service", {}, (1, 16), protocols=True),
         Scenario("seed-style baseline (torch eager)", "seed", mix=True),
     ]
 
@@ -96,6 +101,9 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
     try:
         png = [_post(path, target.png512, "image/png")]
         levels = [_level(server, png, c, plan, "png512") for c in scenario.levels or plan.concurrency]
+        if scenario.protocols:
+            for label, call in oip_calls(target.model_dir, target.png512).items():
+                levels += [_level(server, [call], c, plan, label) for c in scenario.levels]
         if scenario.mix and target.mix:
             mixed = [_post(path, b, "application/octet-stream") for b in target.mix]
             levels.append(_level(server, mixed, plan.mix_concurrency, plan, f"real test split ({len(mixed)} files)"))
@@ -115,6 +123,22 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
         }
     finally:
         server.stop()
+
+
+def oip_calls(model_dir: Path, image: bytes) -> dict[str, Call]:
+    """The image as one BYTES element: base64 in an OIP JSON body, raw in an OIP binary body (what
+    tritonclient sends by default: a JSON header, then the 4-byte length and the file)."""
+    name = json.loads((model_dir / CARD_FILE).read_text())["name"]
+    path = f"/v2/models/{name}/infer"
+    tensor = {"name": "image_bytes", "shape": [1], "datatype": "BYTES"}
+    as_json = json.dumps({"inputs": [tensor | {"data": [base64.b64encode(image).decode()]}]}).encode()
+    head = json.dumps({"inputs": [tensor | {"parameters": {"binary_data_size": 4 + len(image)}}]}).encode()
+    as_binary = head + struct.pack("<I", len(image)) + image
+    headers = (("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(len(head))))
+    return {
+        "png512 via OIP JSON (base64 BYTES)": _post(path, as_json, "application/json"),
+        "png512 via OIP binary (BYTES)": Call("POST", path, as_binary, headers),
+    }
 
 
 def _post(path: str, body: bytes, content_type: str) -> Call:

@@ -1,7 +1,8 @@
 """Open Inference Protocol v2 (KServe / Triton REST) routes, JSON tensors (service.oip.tensors).
 
 Inputs: exactly one tensor, either FP32 [N, 1, S, S] (already preprocessed as the card says) or
-BYTES [N] whose elements are base64-encoded PNG/JPEG files (decoded and preprocessed here).
+BYTES [N] whose elements are encoded image files (decoded and preprocessed here): base64 strings in
+JSON, or raw in the binary tensor data extension (service.oip.binary), which outputs use on request.
 Outputs: `logits` FP32 [N, K], `cam` FP32 [N, K, h, w], `probabilities` FP32 [N, labels] and
 `label` BYTES [N]; while the OOD gate is on, `ood_score` FP32 [N] and `abstained` BOOL [N] (and `label`
 is "" for an abstained image); all of them unless the request names some.
@@ -12,12 +13,14 @@ from __future__ import annotations
 import asyncio
 from importlib import metadata
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from service.errors import BadRequest, NotFound
 from service.inference.runtime import Runtime
+from service.oip import binary
 from service.oip.schemas import (
     InferResponse,
     Liveness,
@@ -37,7 +40,7 @@ SERVER_NAME = "chest-cancer-net"
 @get("/v2", tags=["oip"])
 async def server_metadata() -> ServerMetadata:
     """OIP server metadata."""
-    return ServerMetadata(name=SERVER_NAME, version=_version(), extensions=[])
+    return ServerMetadata(name=SERVER_NAME, version=_version(), extensions=[binary.EXTENSION])
 
 
 @get("/v2/health/live", tags=["oip"])
@@ -104,34 +107,45 @@ async def model_ready(
 )
 async def infer(
     request: Request, state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
-) -> InferResponse:
-    """Run the model on one FP32 (preprocessed) or BYTES (encoded images) input tensor."""
+) -> Response[InferResponse]:
+    """Run the model on one FP32 (preprocessed) or BYTES (encoded images) input tensor, sent as JSON or
+    with the binary tensor data extension (`Inference-Header-Content-Length`)."""
     rt = _model(state, model_name, model_version)
     async with rt.upload_deadline():
         body = await request.body()
-    data = decode_request(body)
+    header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
+    data = decode_request(header)
     wanted = wanted_outputs(rt, data)
     if len(data.inputs) != 1:
         raise BadRequest("send exactly one input tensor (FP32 preprocessed, or BYTES encoded images)")
+    (part,) = binary.take_parts(rest, [t.parameters.binary_data_size for t in data.inputs])
     tensor = data.inputs[0]
+    if part is not None and len(tensor.data):
+        raise BadRequest(f"input {tensor.name!r} has both data and a binary_data_size parameter")
     async with rt.deadline():
         if tensor.datatype == "FP32":
-            images = fp32_images(rt, tensor)
+            images = fp32_images(rt, tensor, part)
             with rt.batcher.admit(len(images)) as ticket:
                 results = await asyncio.gather(*(rt.classify_tensor(ticket, image) for image in images))
         elif tensor.datatype == "BYTES":
-            files = bytes_files(rt, tensor)
+            files = bytes_files(rt, tensor, part)
             with rt.batcher.admit(len(files)) as ticket:
                 results = await asyncio.gather(*(rt.classify(ticket, file) for file in files))
         else:
             raise BadRequest("the input datatype must be FP32 or BYTES")
     request.scope["state"]["label"] = ",".join(logged_label(r) for r in results)
-    return InferResponse(
+    tensors = [output_tensor(rt, name, results, as_binary) for name, as_binary in wanted]
+    answer = InferResponse(
         model_name=rt.card.name,
         model_version=rt.card.version,
-        outputs=[output_tensor(rt, name, results) for name in wanted],
+        outputs=[t for t, _ in tensors],
         id=data.id if data.id is not None else request_id(request),
     )
+    raw = b"".join(r for _, r in tensors)
+    if not raw and not any(as_binary for _, as_binary in wanted):
+        return Response(answer)
+    head = msgspec.json.encode(answer)
+    return Response(head + raw, media_type=binary.MEDIA_TYPE, headers={binary.HEADER_LENGTH: str(len(head))})
 
 
 def _model(state: State, name: str, version: str | None) -> Runtime:

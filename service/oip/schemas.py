@@ -41,12 +41,12 @@ class ModelReadiness(msgspec.Struct, frozen=True):
 
 
 class InferTensor(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An output tensor."""
+    """An output tensor: `data` in JSON, or none and `parameters.binary_data_size` (service.oip.binary)."""
 
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None
     parameters: dict[str, Any] | None = None
 
 
@@ -56,25 +56,37 @@ class InferTensor(msgspec.Struct, frozen=True, omit_defaults=True):
 _Few = msgspec.Meta(max_length=8)
 
 
+class TensorParameters(msgspec.Struct, frozen=True):
+    """The tensor parameters this service reads (the binary extension's); any other key is ignored."""
+
+    binary_data_size: Annotated[int, msgspec.Meta(ge=0)] | None = None  # on an input: its bytes after the header
+    binary_data: bool = False  # on a requested output: send it as binary data
+
+
+class RequestParameters(msgspec.Struct, frozen=True):
+    binary_data_output: bool = False  # every output as binary data (tritonclient's default)
+
+
 class InferInput(msgspec.Struct, frozen=True):
-    """An input tensor: `data` flat (row-major) or nested; BYTES elements are base64 strings."""
+    """An input tensor: `data` flat (row-major) or nested, BYTES elements base64 strings; or no `data`
+    and `parameters.binary_data_size` bytes after the JSON header (service.oip.binary)."""
 
     name: str
     shape: Annotated[list[int], _Few]
     datatype: str
-    data: msgspec.Raw
-    parameters: msgspec.Raw = msgspec.Raw()  # accepted, ignored
+    data: msgspec.Raw = msgspec.Raw()  # empty when absent (msgspec takes no Raw | None)
+    parameters: TensorParameters = TensorParameters()
 
 
 class RequestedOutput(msgspec.Struct, frozen=True):
     name: str
-    parameters: msgspec.Raw = msgspec.Raw()  # accepted, ignored
+    parameters: TensorParameters = TensorParameters()
 
 
 class InferRequest(msgspec.Struct, frozen=True):
     inputs: Annotated[list[InferInput], _Few]
     id: str | None = None
-    parameters: msgspec.Raw = msgspec.Raw()  # accepted, ignored
+    parameters: RequestParameters = RequestParameters()
     outputs: Annotated[list[RequestedOutput], _Few] | None = None
 
 

@@ -1,5 +1,6 @@
 """OIP tensors <-> the runtime: an infer request's input tensor to images (FP32 preprocessed or BYTES
-encoded files), and the results to output tensors. Shapes and counts are checked before data is parsed."""
+encoded files), and the results to output tensors, each as JSON data or binary data (service.oip.binary).
+Shapes and counts are checked before data is parsed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from service.errors import BadRequest, PayloadTooLarge
 from service.inference.runtime import Classified, Runtime
+from service.oip import binary
 from service.oip.schemas import InferInput, InferRequest, InferTensor
 
 OUTPUTS = ("logits", "cam", "probabilities", "label")
@@ -34,13 +36,15 @@ def decode_request(body: bytes) -> InferRequest:
         raise BadRequest(str(exc)) from None
 
 
-def fp32_images(rt: Runtime, tensor: InferInput) -> list[np.ndarray]:
+def fp32_images(rt: Runtime, tensor: InferInput, part: memoryview | None = None) -> list[np.ndarray]:
+    """`part`: the tensor's binary data, None when it came as JSON `data`."""
     size = rt.card.input.size
     shape = tensor.shape
     if len(shape) != 4 or shape[1:] != [1, size, size] or shape[0] < 1:
         raise BadRequest(f"an FP32 input must have shape [N, 1, {size}, {size}]")
     _check_count(rt, shape[0])
-    array = _numbers(tensor.data, int(np.prod(shape)), shape)
+    count = int(np.prod(shape))
+    array = binary.fp32_array(part, count, shape) if part is not None else _numbers(_json_data(tensor), count, shape)
     if not np.isfinite(array).all():
         raise BadRequest("the FP32 data contains NaN or infinity")
     batch = array.reshape(shape)
@@ -66,13 +70,17 @@ def _numbers(raw: msgspec.Raw, count: int, shape: list[int]) -> np.ndarray:
         raise BadRequest("the FP32 data must be numbers") from None
 
 
-def bytes_files(rt: Runtime, tensor: InferInput) -> list[bytes]:
+def bytes_files(rt: Runtime, tensor: InferInput, part: memoryview | None = None) -> list[bytes]:
+    """`part`: the tensor's binary data (length-prefixed files), None when it came as JSON `data`."""
     shape = tensor.shape
     if len(shape) != 1 or shape[0] < 1:
         raise BadRequest("a BYTES input must have shape [N] and N base64-encoded image files")
     _check_count(rt, shape[0])
+    if part is not None:
+        return binary.bytes_elements(part, shape[0])
     try:
-        items = msgspec.json.decode(tensor.data, type=Annotated[list[Any], msgspec.Meta(max_length=shape[0])])
+        data = _json_data(tensor)
+        items = msgspec.json.decode(data, type=Annotated[list[Any], msgspec.Meta(max_length=shape[0])])
     except msgspec.ValidationError:
         items = None
     if items is None or len(items) != shape[0]:
@@ -88,33 +96,47 @@ def bytes_files(rt: Runtime, tensor: InferInput) -> list[bytes]:
     return files
 
 
+def _json_data(tensor: InferInput) -> msgspec.Raw:
+    if not len(tensor.data):
+        raise BadRequest(f"input {tensor.name!r} has neither data nor a binary_data_size parameter")
+    return tensor.data
+
+
 def _check_count(rt: Runtime, count: int) -> None:
     if count > rt.settings.max_batch_files:
         raise PayloadTooLarge(f"at most {rt.settings.max_batch_files} images per request")
 
 
-def wanted_outputs(rt: Runtime, data: InferRequest) -> list[str]:
+def wanted_outputs(rt: Runtime, data: InferRequest) -> list[tuple[str, bool]]:
+    """(name, as binary data) of each output to send: those the request names, else all of them."""
     offered = outputs_of(rt)
     if not data.outputs:
-        return list(offered)
-    names = [o.name for o in data.outputs]
-    unknown = [n for n in names if n not in offered]
+        return [(name, data.parameters.binary_data_output) for name in offered]
+    unknown = [o.name for o in data.outputs if o.name not in offered]
     if unknown:
         raise BadRequest(f"unknown output {unknown[0]!r}; outputs are {', '.join(offered)}")
-    return names
+    return [(o.name, o.parameters.binary_data or data.parameters.binary_data_output) for o in data.outputs]
 
 
-def output_tensor(rt: Runtime, name: str, results: list[Classified]) -> InferTensor:
-    n = len(results)
+def output_tensor(rt: Runtime, name: str, results: list[Classified], as_binary: bool) -> tuple[InferTensor, bytes]:
+    """The output's tensor, and its binary data (b"" when it is sent as JSON data)."""
+    datatype, array = _output_array(rt, name, results)
+    shape = list(array.shape)
+    if as_binary:
+        raw = binary.encode_array(array, datatype)
+        return InferTensor(name, shape, datatype, parameters={"binary_data_size": len(raw)}), raw
+    return InferTensor(name, shape, datatype, array.reshape(-1).tolist()), b""
+
+
+def _output_array(rt: Runtime, name: str, results: list[Classified]) -> tuple[str, np.ndarray]:
     if name == "label":
-        return InferTensor(name, [n], "BYTES", [r.label or "" for r in results])
+        return "BYTES", np.asarray([r.label or "" for r in results], dtype=object)
     if name == "abstained":
-        return InferTensor(name, [n], "BOOL", [r.verdict is not None and r.verdict.abstained for r in results])
+        return "BOOL", np.asarray([r.verdict is not None and r.verdict.abstained for r in results], dtype=np.bool_)
     if name == "ood_score":
-        return InferTensor(name, [n], "FP32", [float(np.float32(r.outcome.ood_score)) for r in results])
+        return "FP32", np.asarray([r.outcome.ood_score for r in results], dtype=np.float32)
     if name == "probabilities":
         rows = [[r.decision.probabilities[label] for label in rt.card.labels] for r in results]
-        array = np.asarray(rows, dtype=np.float32)
-    else:
-        array = np.stack([r.outcome.logits if name == "logits" else r.outcome.cam for r in results])
-    return InferTensor(name, list(array.shape), "FP32", array.astype(np.float32).reshape(-1).tolist())
+        return "FP32", np.asarray(rows, dtype=np.float32)
+    array = np.stack([r.outcome.logits if name == "logits" else r.outcome.cam for r in results])
+    return "FP32", array.astype(np.float32)

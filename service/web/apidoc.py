@@ -94,11 +94,17 @@ _INFER_INPUT = _object(
         "data": Schema(
             type=OpenAPIType.ARRAY,
             items=Schema(type=[OpenAPIType.NUMBER, OpenAPIType.STRING]),
-            description="FP32: numbers, flat (row-major; nested arrays are accepted too); BYTES: base64 strings",
+            description="FP32: numbers, flat (row-major; nested arrays are accepted too); BYTES: base64 strings. "
+            "Absent when the tensor is sent as binary data",
         ),
-        "parameters": _ANY_OBJECT,
+        "parameters": Schema(
+            type=OpenAPIType.OBJECT,
+            additional_properties=_SCALAR,
+            description="`binary_data_size`: the tensor's bytes after the JSON header (binary tensor data "
+            "extension); other keys are ignored",
+        ),
     },
-    required=["name", "shape", "datatype", "data"],
+    required=["name", "shape", "datatype"],
 )
 _INFER_REQUEST = _object(
     {
@@ -127,8 +133,19 @@ class InferOperation(Operation):
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=True,
-            description="Open Inference Protocol request: one FP32 or BYTES input tensor.",
-            content={"application/json": OpenAPIMediaType(schema=_INFER_REQUEST)},
+            description="Open Inference Protocol request: one FP32 or BYTES input tensor. With the binary "
+            "tensor data extension (Triton's, what tritonclient sends by default) the body is this JSON header, "
+            "then the raw tensor: the `Inference-Header-Content-Length` header gives the JSON's length in bytes, "
+            "the input's `parameters.binary_data_size` the raw part's (FP32: little-endian float32; BYTES: each "
+            "file as a 4-byte little-endian length, then its bytes). Outputs come as binary data when a requested "
+            "output has `parameters.binary_data: true` or the request `parameters.binary_data_output: true`; "
+            "the answer then carries the same header and is application/octet-stream.",
+            content={
+                "application/json": OpenAPIMediaType(schema=_INFER_REQUEST),
+                "application/octet-stream": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                ),
+            },
         )
 
 

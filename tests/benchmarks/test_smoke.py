@@ -20,6 +20,7 @@ SCENARIOS = {
     "service (small queue 8)",
     "service fp32 (batching on)",
     "service (OOD gate off)",
+    "service: /v1/predict vs OIP JSON vs OIP binary",
     "seed-style baseline (torch eager)",
 }
 
