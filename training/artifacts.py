@@ -4,6 +4,7 @@ from pathlib import Path
 
 PREPARED_DIR = Path("data/prepared")
 INGEST_REPORT = Path("reports/ingest.json")
+NEAR_DUPLICATES_PLOT = Path("reports/near_duplicates.png")
 BASE_MODEL = Path("artifacts/base_model.pt")
 BEST_PARAMS = Path("artifacts/best_params.json")
 STUDY_DB = Path("optuna.db")  # not a DVC output: it must survive a re-run so a study can resume

@@ -31,6 +31,7 @@ class Record:
     file: str  # the prepared PNG, relative to the prepared folder
     width: int
     height: int
+    group: str = ""  # its near-duplicate group (the sha256 of the group's first image); one split per group
 
 
 def read_manifest(prepared: Path = PREPARED_DIR) -> dict:

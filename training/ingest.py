@@ -1,7 +1,9 @@
 """DVC stage `ingest`: read the source, check every image, collapse duplicates, split, write data/prepared.
 
 Duplicates are found on decoded grey pixels and collapsed *before* the seeded, stratified split, so no
-image can sit in two splits; the source's own train/valid/test folders are ignored (they leak).
+image can sit in two splits; near-duplicates (training.near_duplicates) are grouped and each group is
+split as one, so no near-copy of a test image is trained on. The source's own train/valid/test folders
+are ignored (they leak).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from tqdm import tqdm
 from service.card import TASK_LABELS, labels_for
 from service.errors import ServiceError, UnsupportedMediaType
 from service.inputs.imaging import DecodeLimits, decode, pixel_digest_source
-from training import atomic
+from training import atomic, near_duplicates, plots
 from training.artifacts import INGEST_REPORT as REPORT
-from training.artifacts import PREPARED_DIR
+from training.artifacts import NEAR_DUPLICATES_PLOT, PREPARED_DIR
 from training.data import MANIFEST, SPLITS
 from training.params import Data, load_params
 from training.sources import SourceError, iter_source, source_root
@@ -95,30 +97,75 @@ def store_grey(grey: Image.Image, target) -> None:
     grey.save(target, format="PNG", compress_level=1)
 
 
-def split(found: dict[str, dict], data: Data, labels: list[str]) -> dict[str, str]:
-    """hash -> split, stratified per class and seeded; every split gets at least one image per class."""
+def near_duplicate_groups(found: dict[str, dict], max_distance: float) -> tuple[dict[str, str], dict]:
+    """hash -> its group's id (the group's first hash in sorted order), and the grouping's summary.
+    Writes reports/near_duplicates.png: the joined pairs least alike and the closest kept apart."""
+    digests = sorted(found)
+    prints = np.stack([near_duplicates.fingerprint(found[d]["image"]) for d in digests])
+    grouping = near_duplicates.group(prints, max_distance)
+    first: dict[int, str] = {}
+    for digest, g in zip(digests, grouping.group, strict=True):
+        first.setdefault(int(g), digest)
+    joined = sorted(grouping.pairs, key=lambda p: -p[2])[:4]
+    missed = near_duplicates.nearest_unjoined(prints, grouping, 2)
+    shown = {i for p in joined + missed for i in p[:2]}
+    images = [np.asarray(found[d]["image"]) if i in shown else None for i, d in enumerate(digests)]
+    plots.near_duplicate_pairs(joined, missed, images, max_distance, NEAR_DUPLICATES_PLOT)
+    summary = grouping.summary(max_distance) | {"mixed_label_groups": _mixed(found, digests, grouping.group)}
+    return {d: first[int(g)] for d, g in zip(digests, grouping.group, strict=True)}, summary
+
+
+def _mixed(found: dict[str, dict], digests: list[str], group: np.ndarray) -> int:
+    labels: dict[int, set[str]] = defaultdict(set)
+    for digest, g in zip(digests, group, strict=True):
+        labels[int(g)].add(found[digest]["label"])
+    return sum(len(v) > 1 for v in labels.values())
+
+
+def split(found: dict[str, dict], groups: dict[str, str], data: Data, labels: list[str]) -> dict[str, str]:
+    """hash -> split, stratified per class and seeded, whole near-duplicate groups at a time (a group
+    counts under its first image's class); every split gets at least one group per class."""
     rng = np.random.default_rng(data.seed)
-    by_label: dict[str, list[str]] = defaultdict(list)
+    members: dict[str, list[str]] = defaultdict(list)
     for digest in sorted(found):
-        by_label[found[digest]["label"]].append(digest)
+        members[groups[digest]].append(digest)
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for group_id in sorted(members):
+        by_label[found[group_id]["label"]].append(group_id)
     assignment: dict[str, str] = {}
     for label in labels:
-        members = by_label.get(label, [])
-        if len(members) < len(SPLITS):
+        group_ids = by_label.get(label, [])
+        total = sum(len(members[g]) for g in group_ids)
+        if len(group_ids) < len(SPLITS):
             raise IngestError(
-                f"class {label!r} has {len(members)} usable image(s) in {data.source!r}; "
-                f"need at least {len(SPLITS)} (is its class folder missing?)"
+                f"class {label!r} has {total} usable image(s) in {len(group_ids)} near-duplicate group(s) in "
+                f"{data.source!r}; need at least {len(SPLITS)} groups (is its class folder missing?)"
             )
-        order = rng.permutation(len(members))
-        n_test = max(1, round(len(members) * data.split.test))
-        n_val = max(1, round(len(members) * data.split.val))
-        for rank, index in enumerate(order):
-            part = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            assignment[members[index]] = part
+        want = {"test": max(1, round(total * data.split.test)), "val": max(1, round(total * data.split.val))}
+        order = [group_ids[i] for i in rng.permutation(len(group_ids))]
+        used: Counter = Counter()  # images of this class per split so far
+        for rank, group_id in enumerate(order):
+            part = _next_split(used, want, len(members[group_id]), len(order) - rank)
+            used[part] += len(members[group_id])
+            for digest in members[group_id]:
+                assignment[digest] = part
     return assignment
 
 
-def write_prepared(found, assignment, data: Data, labels, skipped, out: Path = PREPARED_DIR) -> dict:
+def _next_split(used: Counter, want: dict[str, int], size: int, groups_left: int) -> str:
+    """Where the next group goes: test, then validation, up to their share (a group that would overshoot
+    a started split waits for training); when only as many groups are left as splits still empty, each
+    empty split takes one, so every split holds the class."""
+    empty = [s for s in ("train", "val", "test") if used[s] == 0]
+    if groups_left <= len(empty):
+        return empty[0]
+    for part in ("test", "val"):
+        if used[part] < want[part] and (used[part] == 0 or used[part] + size <= want[part]):
+            return part
+    return "train"
+
+
+def write_prepared(found, assignment, groups, data: Data, labels, skipped, out: Path = PREPARED_DIR) -> dict:
     records = []
     for digest in sorted(found, key=lambda d: found[d]["source"]):
         item = found[digest]
@@ -129,6 +176,7 @@ def write_prepared(found, assignment, data: Data, labels, skipped, out: Path = P
                 "source": item["source"],
                 "label": item["label"],
                 "split": assignment[digest],
+                "group": groups[digest],
                 "file": f"images/{digest}.png",
                 "width": width,
                 "height": height,
@@ -163,15 +211,26 @@ def main() -> None:
         found, skipped = collect(data, labels)
         if not found:
             raise IngestError(f"no usable images in {data.source!r} (skipped: {dict(skipped) or 'none'})")
-        manifest = write_prepared(found, split(found, data, labels), data, labels, skipped)
+        groups, grouping = near_duplicate_groups(found, data.near_duplicates)
+        manifest = write_prepared(found, split(found, groups, data, labels), groups, data, labels, skipped)
     except (IngestError, SourceError) as exc:
         sys.exit(f"ingest: {exc}")
-    report = {"images": len(manifest["records"]), "counts": manifest["counts"], "skipped": manifest["skipped"]}
+    report = {
+        "images": len(manifest["records"]),
+        "counts": manifest["counts"],
+        "skipped": manifest["skipped"],
+        "near_duplicates": grouping,
+    }
     atomic.write_json(REPORT, report)
     with stage_run("ingest", {"data": params.raw["data"]}) as mlflow:
         mlflow.log_metrics({"images": report["images"], "skipped": sum(report["skipped"].values())})
         mlflow.log_artifact(str(REPORT))
-    print(f"ingest: {report['images']} distinct images, counts {report['counts']}, skipped {report['skipped']}")
+        mlflow.log_artifact(str(NEAR_DUPLICATES_PLOT))
+    print(
+        f"ingest: {report['images']} distinct images, counts {report['counts']}, skipped {report['skipped']}; "
+        f"near-duplicates: {grouping['merged_groups']} groups of {grouping['images_in_merged_groups']} images "
+        f"kept within one split (largest {grouping['largest_group']})"
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class Data:
     source: str
     task: str
     min_side: int
+    near_duplicates: float  # training.near_duplicates: fingerprint distance that joins images; 0 = off
     split: Split
     seed: int
     synthetic: Synthetic
@@ -209,6 +210,8 @@ def _check(p: Params) -> None:
             errors.append(f"tune.{name}: low {low} > high {high}")
     if p.tune.n_trials < 1 or p.tune.epochs < 1 or p.train.epochs < 1:
         errors.append("tune.n_trials, tune.epochs and train.epochs must be >= 1")
+    if not 0.0 <= p.data.near_duplicates < 1.5:
+        errors.append(f"data.near_duplicates must be in [0, 1.5) (0 = off), not {p.data.near_duplicates}")
     if p.evaluate.calibration not in ("temperature", "none"):
         errors.append(f"evaluate.calibration must be temperature or none, not {p.evaluate.calibration!r}")
     if p.ood.method not in ("auto", *OOD_METHODS):

@@ -100,3 +100,25 @@ def ood_scores(
         ax.set_yscale("log")
     ax.legend(loc="upper left", fontsize="small")
     _save(fig, path)
+
+
+def near_duplicate_pairs(
+    joined: list[tuple[int, int, float]],
+    missed: list[tuple[int, int, float]],
+    images: list,
+    threshold: float,
+    path: Path,
+) -> None:
+    """Pairs the near-duplicate threshold joined (the least alike first) beside the closest it kept apart,
+    so a reader can judge the threshold (training.near_duplicates)."""
+    rows = [(pair, "joined") for pair in joined] + [(pair, "kept apart") for pair in missed]
+    if not rows:
+        rows = [((0, 0, 0.0), "no pairs")]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(4.4, 2.2 * len(rows)), squeeze=False)
+    for ((i, j, distance), verdict), (left, right) in zip(rows, axes, strict=True):
+        for ax, index in ((left, i), (right, j)):
+            if images and images[index] is not None:
+                ax.imshow(images[index], cmap="gray", vmin=0, vmax=255)
+            ax.set_axis_off()
+        left.set_title(f"{verdict}: distance {distance:.3f} (threshold {threshold:g})", fontsize=8, loc="left")
+    _save(fig, path)

@@ -83,7 +83,7 @@ def write_dataset(root: Path) -> None:
                 digest = hashlib.sha256(pixel_digest_source(grey)).hexdigest()
                 found[digest] = {"label": label, "source": source, "image": grey}
                 assignment[digest] = split
-    write_prepared(found, assignment, data, LABELS, Counter(), root / "data" / "prepared")
+    write_prepared(found, assignment, {d: d for d in found}, data, LABELS, Counter(), root / "data" / "prepared")
 
 
 def write_model_and_metrics(root: Path) -> None:
