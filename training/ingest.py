@@ -30,6 +30,10 @@ from training.tracking import stage_run
 
 # Generous: ingest reads trusted-but-messy files; the size floor comes from params (data.min_side).
 INGEST_LIMITS = DecodeLimits(max_pixels=8192 * 8192, min_side=1, max_aspect=100.0)
+# A near-duplicate group larger than this share of the images means the threshold joins unrelated slices
+# (it chains through them): the split could no longer be stratified, so ingest stops and says so.
+MAX_GROUP_SHARE = 0.1
+SPLITS_MIN_GROUP = 20  # below this many images a group is never "too large" (small test sources)
 # Kaggle class folders spell the labels with dots ("large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa").
 _CLASS_PREFIXES = {
     spelling: label for label in TASK_LABELS["multiclass"] for spelling in (label, label.replace("_", "."))
@@ -113,6 +117,13 @@ def near_duplicate_groups(found: dict[str, dict], max_distance: float) -> tuple[
     plots.near_duplicate_pairs(joined, missed, images, max_distance, NEAR_DUPLICATES_PLOT)
     summary = grouping.summary(max_distance) | {"mixed_label_groups": _mixed(found, digests, grouping.group)}
     return {d: first[int(g)] for d, g in zip(digests, grouping.group, strict=True)}, summary
+
+
+def near_duplicate_distance(data: Data) -> float:
+    """The grouping threshold for this source. The synthetic generator draws every image independently
+    from one anatomy template: its images look alike by construction and are never copies, so they are
+    not grouped (at 0.3, 480 of 600 phantoms chained into one group)."""
+    return 0.0 if data.source == "synthetic" else data.near_duplicates
 
 
 def _mixed(found: dict[str, dict], digests: list[str], group: np.ndarray) -> int:
@@ -211,7 +222,12 @@ def main() -> None:
         found, skipped = collect(data, labels)
         if not found:
             raise IngestError(f"no usable images in {data.source!r} (skipped: {dict(skipped) or 'none'})")
-        groups, grouping = near_duplicate_groups(found, data.near_duplicates)
+        groups, grouping = near_duplicate_groups(found, near_duplicate_distance(data))
+        if grouping["largest_group"] > max(SPLITS_MIN_GROUP, MAX_GROUP_SHARE * len(found)):
+            raise IngestError(
+                f"data.near_duplicates {data.near_duplicates} joins {grouping['largest_group']} of {len(found)} "
+                "images into one group: it is too loose for this data (lower it, or 0 to turn grouping off)"
+            )
         manifest = write_prepared(found, split(found, groups, data, labels), groups, data, labels, skipped)
     except (IngestError, SourceError) as exc:
         sys.exit(f"ingest: {exc}")

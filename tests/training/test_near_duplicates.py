@@ -3,16 +3,21 @@ images do not, and ingest keeps every group inside one split."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from tests.training.conftest import png_bytes, toy_params, write_params
 from training import ingest
 from training.near_duplicates import fingerprint, group, nearest_unjoined
+from training.params import load_params
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def slice_like(seed: int, size: tuple[int, int] = (96, 96)) -> Image.Image:
@@ -87,3 +92,25 @@ def test_ingest_keeps_each_group_in_one_split_and_reports_it(workdir: Path, tmp_
     for split in ("train", "val", "test"):
         assert {r["label"] for r in manifest["records"] if r["split"] == split} == {"normal", "adenocarcinoma"}
     assert (workdir / "reports/near_duplicates.png").stat().st_size > 1000
+
+
+def test_a_threshold_that_chains_everything_stops_ingest_clearly(workdir: Path, tmp_path: Path) -> None:
+    for label in ("normal", "adenocarcinoma"):
+        folder = tmp_path / "Data" / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(15):
+            (folder / f"{i}.png").write_bytes(png_bytes(slice_like(i + (50 if label == "normal" else 0))))
+    params = toy_params(str(tmp_path / "Data"))
+    params["data"]["near_duplicates"] = 1.45  # past the distance of unrelated pictures
+    write_params(workdir, params)
+    with pytest.raises(SystemExit, match=r"data.near_duplicates 1.45 joins 30 of 30 images into one group"):
+        ingest.main()
+    assert not (workdir / "data/prepared").exists()
+
+
+def test_synthetic_phantoms_are_not_grouped() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.data.source == "synthetic" and params.data.near_duplicates > 0
+    assert ingest.near_duplicate_distance(params.data) == 0.0
+    real = dataclasses.replace(params.data, source="../shared/data/chest-ct-kaggle/Data")
+    assert ingest.near_duplicate_distance(real) == params.data.near_duplicates
