@@ -84,7 +84,7 @@ def test_upload_result_heatmap_and_error(page, base_url: str, tmp_path: Path) ->
 
     page.set_input_files("#file", str(odd))
     page.wait_for_selector("#error:not([hidden])")
-    assert "only PNG and JPEG images are accepted" in page.inner_text("#error")
+    assert "only PNG, JPEG and DICOM (Part 10) images are accepted" in page.inner_text("#error")
     assert page.is_hidden("#result")
     assert page.outside == [] and _console_problems(page) == []
 
