@@ -20,8 +20,9 @@ RUN cd / && python3 models/check_models.py --variant "$MODEL_VARIANT" models /ou
 # suites, type stubs, C headers and numpy's build tools (f2py, distutils); ONNX Runtime's offline tools
 # and its C-API library (the Python binding links the runtime statically: `ldd` shows no
 # libonnxruntime.so); Faker's locales but English and Latin (Faker comes with litestar's polyfactory,
-# which the service never imports; the import check below still builds a Faker). The smoke test then
-# proves that the result serves.
+# which the service never imports; the import check below still builds a Faker); pydicom's structured-report
+# code tables and bundled test files (9 MB the DICOM decoder never loads). The smoke test then proves that
+# the result serves.
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 COPY deploy/requirements.serve.txt wheelhous[e] /wheels/
@@ -35,10 +36,10 @@ RUN set -eu; \
     find /opt/venv -depth \( -name tests -o -name '*.pyi' \) -exec rm -rf {} +; \
     rm -rf "$site"/numpy/f2py "$site"/numpy/distutils "$site"/numpy/_core/include \
            "$site"/onnxruntime/tools "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization \
-           "$site"/onnxruntime/capi/libonnxruntime.so.*; \
+           "$site"/onnxruntime/capi/libonnxruntime.so.* "$site"/pydicom/sr "$site"/pydicom/data/test_files; \
     find "$site"/faker/providers -mindepth 2 -maxdepth 2 -type d \
          ! -name 'en*' ! -name la ! -name __pycache__ -exec rm -rf {} +; \
-    /opt/venv/bin/python -c "import onnxruntime, numpy, PIL, litestar, uvicorn, polyfactory.factories"
+    /opt/venv/bin/python -c "import onnxruntime, numpy, PIL, litestar, uvicorn, polyfactory.factories, pydicom.pixels, openjpeg, libjpeg"
 COPY service/ /app/service/
 # unchecked-hash: the .pyc files stay valid after COPY --from changes the sources' mtimes.
 RUN python3 -m compileall -q --invalidation-mode unchecked-hash /app/service

@@ -38,6 +38,15 @@ def activation_for(task: str) -> Literal["sigmoid", "softmax"]:
     return "sigmoid" if task == "binary" else "softmax"
 
 
+class DicomWindow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The grey window a DICOM slice is shown through: Hounsfield units level - width/2 .. level + width/2
+    map linearly onto grey 0..255 (service.inputs.dicom). The defaults are the lung window, the view the
+    Kaggle training screenshots were taken in; a card without the field (older exports) gets them."""
+
+    width: float = 1500.0  # HU
+    level: float = -600.0  # HU
+
+
 class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How raw pixels become the model's input tensor (see service.inputs.imaging.preprocess)."""
 
@@ -48,6 +57,7 @@ class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     resize: Literal["letterbox"] = "letterbox"  # longest side to `size`, centred, padded with 0
     interpolation: Literal["bilinear"] = "bilinear"
     layout: Literal["NCHW"] = "NCHW"
+    dicom_window: DicomWindow = DicomWindow()  # how a DICOM slice becomes the grey image above
 
 
 class OutputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -169,6 +179,8 @@ def validate_card(card: ModelCard) -> None:
         problems.append(f"threshold {card.threshold} is not in (0, 1)")
     if card.input.size < MIN_INPUT_SIZE or card.input.std <= 0:
         problems.append(f"input size must be >= {MIN_INPUT_SIZE} and std > 0")
+    if not card.input.dicom_window.width > 0:
+        problems.append(f"the DICOM window width {card.input.dicom_window.width} is not > 0")
     if not card.files:
         problems.append("no model files listed")
     if not card.calibration.temperature > 0:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from service.inputs.imaging import DEFAULT_MAX_PIXELS
+from service.inputs.limits import DEFAULT_DICOM_MODALITIES, DEFAULT_MAX_PIXELS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_MODALITY_CODE = re.compile(r"[A-Z0-9_]{1,16}")  # a DICOM code string (CS) without spaces
 
 
 class SettingsError(ValueError):
@@ -59,6 +61,9 @@ class Settings:
     # Reverse proxies (addresses or networks) whose X-Forwarded-For / -Proto the service believes, so that
     # the access log shows the real client. Empty: those headers are ignored and the peer is the client.
     forwarded_allow_ips: tuple[str, ...] = ()
+    # DICOM Modality values decoded; any other is a 422. The model has only seen CT: widen it only to study
+    # what it does with other modalities (the OOD gate is what stands between them and a label).
+    dicom_allow_modalities: tuple[str, ...] = tuple(sorted(DEFAULT_DICOM_MODALITIES))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +95,7 @@ class Settings:
         out["model_dir"] = str(self.model_dir)
         out["cors_origins"] = list(self.cors_origins)
         out["forwarded_allow_ips"] = list(self.forwarded_allow_ips)
+        out["dicom_allow_modalities"] = list(self.dicom_allow_modalities)
         return out
 
 
@@ -159,6 +165,13 @@ def _networks(raw: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _modalities(raw: str) -> tuple[str, ...]:
+    codes = tuple(sorted({c.strip().upper() for c in raw.split(",") if c.strip()}))
+    if not codes or not all(_MODALITY_CODE.fullmatch(c) for c in codes):
+        raise ValueError("expected a comma-separated list of DICOM Modality codes such as CT,MR")
+    return codes
+
+
 def _api_key(raw: str) -> str:
     if len(raw) < 16:
         raise ValueError("expected at least 16 characters")
@@ -192,6 +205,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "drift_window": ("DRIFT_WINDOW", _int(10, 1_000_000)),
     "drift_window_s": ("DRIFT_WINDOW_S", _float(1.0, 30 * 86400.0)),
     "forwarded_allow_ips": ("FORWARDED_ALLOW_IPS", _networks),
+    "dicom_allow_modalities": ("DICOM_ALLOW_MODALITIES", _modalities),
 }
 _SECRET = frozenset({"API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.card import InputSpec
+from service.card import DicomWindow, InputSpec
 from service.inputs.imaging import preprocess
 from training.artifacts import PREPARED_DIR
 from training.params import Preprocess
@@ -19,7 +19,12 @@ SPLITS = ("train", "val", "test")
 
 def input_spec(p: Preprocess) -> InputSpec:
     """The preprocessing contract built from params; export copies it into the model card."""
-    return InputSpec(size=p.image_size, mean=p.mean, std=p.std)
+    return InputSpec(size=p.image_size, mean=p.mean, std=p.std, dicom_window=dicom_window(p))
+
+
+def dicom_window(p: Preprocess) -> DicomWindow:
+    """The DICOM window of params, as ingest applies it and the card carries it."""
+    return DicomWindow(width=p.dicom_window.width, level=p.dicom_window.level)
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from service.card import TASK_LABELS, labels_for
+from service.card import TASK_LABELS, DicomWindow, labels_for
 from service.errors import ServiceError, UnsupportedMediaType
 from service.inputs.imaging import DecodeLimits, decode, pixel_digest_source
 from training import atomic, near_duplicates, plots
 from training.artifacts import INGEST_REPORT as REPORT
 from training.artifacts import NEAR_DUPLICATES_PLOT, PREPARED_DIR
-from training.data import MANIFEST, SPLITS
+from training.data import MANIFEST, SPLITS, dicom_window
 from training.params import Data, load_params
 from training.sources import SourceError, iter_source, source_root
 from training.tracking import stage_run
@@ -53,8 +53,9 @@ def class_of(folder: str) -> str | None:
     return None
 
 
-def collect(data: Data, labels: list[str]) -> tuple[dict[str, dict], Counter]:
-    """Distinct images by pixel hash -> {label, source, grey image}; skipped files counted by reason."""
+def collect(data: Data, labels: list[str], window: DicomWindow) -> tuple[dict[str, dict], Counter]:
+    """Distinct images by pixel hash -> {label, source, grey image}; skipped files counted by reason.
+    DICOM slices become grey through `window` (params' preprocess.dicom_window), as the service's do."""
     skipped: Counter = Counter()
     found: dict[str, dict] = {}
     conflicts: set[str] = set()
@@ -67,7 +68,7 @@ def collect(data: Data, labels: list[str]) -> tuple[dict[str, dict], Counter]:
         if label not in labels:
             skipped["other_class_for_task"] += 1
             continue
-        grey, reason = _check(payload, data.min_side)
+        grey, reason = _check(payload, data.min_side, window)
         if grey is None:
             skipped[reason] += 1
             continue
@@ -84,11 +85,11 @@ def collect(data: Data, labels: list[str]) -> tuple[dict[str, dict], Counter]:
     return found, skipped
 
 
-def _check(payload: bytes, min_side: int) -> tuple[Image.Image | None, str]:
+def _check(payload: bytes, min_side: int, window: DicomWindow) -> tuple[Image.Image | None, str]:
     try:
-        grey = decode(payload, INGEST_LIMITS)
+        grey = decode(payload, INGEST_LIMITS, window)
     except UnsupportedMediaType:
-        return None, "not_png_or_jpeg"
+        return None, "unsupported_format"
     except ServiceError:
         return None, "undecodable"
     if min(grey.size) < min_side:
@@ -219,7 +220,7 @@ def main() -> None:
     data = params.data
     labels = labels_for(data.task)
     try:
-        found, skipped = collect(data, labels)
+        found, skipped = collect(data, labels, dicom_window(params.preprocess))
         if not found:
             raise IngestError(f"no usable images in {data.source!r} (skipped: {dict(skipped) or 'none'})")
         groups, grouping = near_duplicate_groups(found, near_duplicate_distance(data))
@@ -238,7 +239,8 @@ def main() -> None:
         "near_duplicates": grouping,
     }
     atomic.write_json(REPORT, report)
-    with stage_run("ingest", {"data": params.raw["data"]}) as mlflow:
+    logged = {"data": params.raw["data"], "preprocess.dicom_window": params.raw["preprocess"]["dicom_window"]}
+    with stage_run("ingest", logged) as mlflow:
         mlflow.log_metrics({"images": report["images"], "skipped": sum(report["skipped"].values())})
         mlflow.log_artifact(str(REPORT))
         mlflow.log_artifact(str(NEAR_DUPLICATES_PLOT))

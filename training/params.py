@@ -47,10 +47,17 @@ class Data:
 
 
 @dataclass(frozen=True)
+class Window:
+    width: float  # HU
+    level: float  # HU
+
+
+@dataclass(frozen=True)
 class Preprocess:
     image_size: int
     mean: float
     std: float
+    dicom_window: Window  # how ingest and the service turn a DICOM slice's HU into grey (service.card.DicomWindow)
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def _check(p: Params) -> None:
         errors.append("data.split fractions must be positive and sum to 1")
     if p.preprocess.image_size < MIN_INPUT_SIZE or p.preprocess.std <= 0:
         errors.append(f"preprocess.image_size must be >= {MIN_INPUT_SIZE} and preprocess.std > 0")
+    if not p.preprocess.dicom_window.width > 0:
+        errors.append(f"preprocess.dicom_window.width must be > 0, not {p.preprocess.dicom_window.width}")
     if p.train.device not in ("auto", "cpu", "cuda"):
         errors.append(f"train.device must be auto, cpu or cuda, not {p.train.device!r}")
     rule = p.evaluate.threshold_rule

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}  # what a file is, is sniffed from its bytes later
 MAX_DOWNLOAD_BYTES = 4 * 1024**3
 MAX_MEMBER_BYTES = 64 * 1024**2
 DOWNLOAD_TIMEOUT_S = 60

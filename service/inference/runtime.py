@@ -65,7 +65,9 @@ class Runtime:
             if engine.card.drift is not None
             else None
         )
-        self.limits = DecodeLimits(max_pixels=settings.max_pixels)
+        self.limits = DecodeLimits(
+            max_pixels=settings.max_pixels, dicom_modalities=frozenset(settings.dicom_allow_modalities)
+        )
         self.model_ref = ModelRef(engine.card.name, engine.card.version, engine.variant, engine.sha256)
         self.batcher = Batcher(
             self._infer,
@@ -126,7 +128,7 @@ class Runtime:
 
     def prepare(self, data: bytes) -> Prepared:
         started = time.perf_counter()
-        grey = decode(data, self.limits)
+        grey = decode(data, self.limits, self.card.input.dicom_window)
         tensor = preprocess(grey, self.card.input)
         return Prepared(tensor, grey, time.perf_counter() - started, self._grey_shares(tensor))
 

@@ -2,25 +2,27 @@
 
 The single implementation of decoding and preprocessing: the service runs it on uploads, and the
 training pipeline (ingest, datasets, export's parity gate) imports it, so train and serve cannot drift.
+PNG and JPEG are decoded here; DICOM CT slices in service.inputs.dicom, onto the same grey image.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from service.card import InputSpec
+from service.card import DicomWindow, InputSpec
 from service.errors import InvalidImage, UnsupportedMediaType
+from service.inputs.limits import DecodeLimits, check_size
 
 # Formats are recognised by their magic bytes only, never by file name or client content type.
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}
-# The pixel limit of an upload (the service's MAX_PIXELS default), checked from the header; CT slices are
-# 512x512, and the Kaggle screenshots at most about 1200 wide. Ingest passes its own, larger limits.
-DEFAULT_MAX_PIXELS = 2048 * 2048
+# DICOM Part 10: a 128-byte preamble (any content), then "DICM".
+_DICOM_MAGIC, _DICOM_MAGIC_AT = b"DICM", 128
+_UPLOAD_LIMITS = DecodeLimits()
+_CARD_DEFAULT_WINDOW = DicomWindow()  # what a card without a DICOM window means (service.card.InputSpec)
 
 # EXIF orientation tag value -> the transpose that puts the image upright.
 _ORIENT = {
@@ -37,15 +39,6 @@ _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
-@dataclass(frozen=True)
-class DecodeLimits:
-    """What an upload may be, checked from the header before any pixel is decoded."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    min_side: int = 32
-    max_aspect: float = 10.0
-
-
 def harden_pillow(max_pixels: int) -> None:
     """Process-wide: Pillow's own bomb guard at our limit, and its warning raised as an error.
 
@@ -56,18 +49,30 @@ def harden_pillow(max_pixels: int) -> None:
 
 
 def sniff_format(data: bytes) -> str:
-    """'PNG' or 'JPEG' from the first bytes; anything else is refused."""
+    """'PNG', 'JPEG' or 'DICOM' from the bytes; anything else is refused."""
     if not data:
         raise InvalidImage("the image is empty")
     for magic, name in _MAGIC.items():
         if data.startswith(magic):
             return name
-    raise UnsupportedMediaType("only PNG and JPEG images are accepted")
+    if data[_DICOM_MAGIC_AT : _DICOM_MAGIC_AT + len(_DICOM_MAGIC)] == _DICOM_MAGIC:
+        return "DICOM"
+    raise UnsupportedMediaType("only PNG, JPEG and DICOM (Part 10) images are accepted")
 
 
-def decode(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
-    """Decode PNG/JPEG bytes into an upright 8-bit grey ('L') image, or raise a domain error."""
+def decode(
+    data: bytes, limits: DecodeLimits = _UPLOAD_LIMITS, window: DicomWindow = _CARD_DEFAULT_WINDOW
+) -> Image.Image:
+    """Decode PNG/JPEG/DICOM bytes into an upright 8-bit grey ('L') image, or raise a domain error.
+
+    `window` (from the model card's input spec) maps a DICOM slice's Hounsfield units onto grey.
+    """
     fmt = sniff_format(data)
+    if fmt == "DICOM":
+        # Imported on first use: pydicom costs ~0.2 s and ~24 MB, which PNG-only deployments never pay.
+        from service.inputs.dicom import decode_dicom
+
+        return decode_dicom(data, limits, window)
     image = _open(data, fmt)
     _check_header(image, limits)
     if fmt == "JPEG" and image.mode in ("RGB", "YCbCr"):
@@ -104,9 +109,9 @@ def letterbox_box(width: int, height: int, side: int) -> tuple[int, int, int, in
     return (side - new_w) // 2, (side - new_h) // 2, new_w, new_h
 
 
-def load_tensor(data: bytes, spec: InputSpec, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
-    """decode + preprocess: encoded bytes to a (1, size, size) model input."""
-    return preprocess(decode(data, limits), spec)
+def load_tensor(data: bytes, spec: InputSpec, limits: DecodeLimits = _UPLOAD_LIMITS) -> np.ndarray:
+    """decode + preprocess: encoded bytes to a (1, size, size) model input, windowed as `spec` says."""
+    return preprocess(decode(data, limits, spec.dicom_window), spec)
 
 
 def pixel_digest_source(grey: Image.Image) -> bytes:
@@ -125,15 +130,7 @@ def _open(data: bytes, fmt: str) -> Image.Image:
 
 
 def _check_header(image: Image.Image, limits: DecodeLimits) -> None:
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise InvalidImage("the image has a zero dimension")
-    if width * height > limits.max_pixels:
-        raise InvalidImage(f"the image has {width}x{height} pixels, more than {limits.max_pixels}")
-    if min(width, height) < limits.min_side:
-        raise InvalidImage(f"the image is {width}x{height}: each side must be >= {limits.min_side} pixels")
-    if max(width, height) / min(width, height) > limits.max_aspect:
-        raise InvalidImage(f"the image is {width}x{height}: aspect ratio over {limits.max_aspect:g}")
+    check_size(*image.size, limits)
     if getattr(image, "n_frames", 1) != 1:
         raise InvalidImage("animated or multi-frame images are not accepted")
 

@@ -66,9 +66,16 @@
     $("result").hidden = false;
   }
 
+  function isDicom(file) {
+    return file.type === "application/dicom" || /\.dcm$/i.test(file.name);
+  }
+
   function showPreview(showOverlay) {
+    // A browser cannot draw a DICOM file: only the heatmap overlay (the slice as the model saw it) shows.
+    const dicom = current !== null && isDicom(current);
     $("overlay").hidden = !showOverlay;
-    $("preview").hidden = showOverlay;
+    $("preview").hidden = showOverlay || dicom;
+    $("no-preview").hidden = showOverlay || !dicom;
   }
 
   async function showHeatmap() {

@@ -53,7 +53,7 @@
     if (types.includes("multipart/form-data")) {
       const schema = resolve(spec, content["multipart/form-data"].schema) || {};
       const [field, prop] = Object.entries(schema.properties || { file: {} })[0];
-      const input = el("input", { type: "file", "data-field": field, accept: "image/png,image/jpeg" });
+      const input = el("input", { type: "file", "data-field": field, accept: "image/png,image/jpeg,application/dicom,.dcm" });
       if (resolve(spec, prop).type === "array") input.multiple = true;
       return { node: el("label", { text: `${field}: ` }, input), build: () => {
         const form = new FormData();

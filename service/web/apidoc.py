@@ -22,7 +22,8 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from service.web.schemas import ErrorBody
 
 _BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
-_RAW_IMAGE = {"image/png": OpenAPIMediaType(schema=_BINARY), "image/jpeg": OpenAPIMediaType(schema=_BINARY)}
+# application/dicom: a DICOM Part 10 file (one CT slice), windowed as the model card says.
+_RAW_IMAGE = {media: OpenAPIMediaType(schema=_BINARY) for media in ("image/png", "image/jpeg", "application/dicom")}
 
 
 def _error(description: str) -> ResponseSpec:
@@ -34,8 +35,11 @@ ERROR_RESPONSES = {
     401: _error("Missing or wrong API key (only when API_KEY is set)"),
     408: _error("The request body did not arrive within the deadline"),
     413: _error("The body, or the number of images, is over the limit"),
-    415: _error("The bytes are neither PNG nor JPEG"),
-    422: _error("The image cannot be used: dimensions, pixel count, frames"),
+    415: _error("The bytes are neither PNG, JPEG nor DICOM, or a DICOM transfer syntax has no decoder here"),
+    422: _error(
+        "The image cannot be used: dimensions, pixel count, frames; for DICOM also a Modality other than"
+        " DICOM_ALLOW_MODALITIES (CT), several frames, or missing or inconsistent pixel attributes"
+    ),
     503: _error("Overloaded, past the deadline, or not ready (see Retry-After)"),
 }
 MODEL_NOT_FOUND = {404: _error("No model of that name (or version) is served")}
@@ -52,8 +56,9 @@ class SingleImageOperation(Operation):
         form = Schema(type=OpenAPIType.OBJECT, properties={"file": _BINARY}, required=["file"])
         self.request_body = RequestBody(
             required=True,
-            description="One PNG or JPEG image: multipart field `file`, or the raw body. "
-            "The format is sniffed from the bytes; file names and content types are ignored.",
+            description="One PNG, JPEG or DICOM (Part 10, one CT slice) image: multipart field `file`, or the "
+            "raw body. The format is sniffed from the bytes; file names and content types are ignored. A DICOM "
+            "slice's Hounsfield units are shown through the model card's `input.dicom_window` (the lung window).",
             content={"multipart/form-data": OpenAPIMediaType(schema=form), **_RAW_IMAGE},
         )
 
@@ -65,7 +70,7 @@ class ManyImagesOperation(Operation):
         form = Schema(type=OpenAPIType.OBJECT, properties={"files": files}, required=["files"])
         self.request_body = RequestBody(
             required=True,
-            description="Several PNG or JPEG images as repeated multipart fields `files` (or `file`).",
+            description="Several PNG, JPEG or DICOM images as repeated multipart fields `files` (or `file`).",
             content={"multipart/form-data": OpenAPIMediaType(schema=form)},
         )
 

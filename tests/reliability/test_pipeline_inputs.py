@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.card import labels_for
+from service.card import DicomWindow, labels_for
 from tests.training.conftest import build_kaggle_folder, grey_image, png_bytes, toy_params, write_params
 from training import ingest
 from training.params import load_params
@@ -55,7 +55,7 @@ def test_unsafe_zip_names_are_counted_and_the_zip_is_untouched(kaggle: Path, tmp
     )
     before = hashlib.sha256(archive.read_bytes()).hexdigest()
     data = data_for(tmp_path, str(archive))
-    found, skipped = ingest.collect(data, labels_for(data.task))
+    found, skipped = ingest.collect(data, labels_for(data.task), DicomWindow())
     assert skipped["unsafe_zip_path"] == 3, skipped
     assert found and skipped["undecodable"] == 1  # the corrupt image is a counted skip
     assert hashlib.sha256(archive.read_bytes()).hexdigest() == before

@@ -349,7 +349,12 @@ def test_openapi_and_docs(client: TestClient) -> None:
     for path in ("/v1/predict", "/v1/predict/batch", "/v1/explain", "/v1/model", "/v2/models/{model_name}/infer"):
         assert path in spec["paths"]
     predict = spec["paths"]["/v1/predict"]["post"]
-    assert set(predict["requestBody"]["content"]) == {"multipart/form-data", "image/png", "image/jpeg"}
+    assert set(predict["requestBody"]["content"]) == {
+        "multipart/form-data",
+        "image/png",
+        "image/jpeg",
+        "application/dicom",
+    }
     assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Prediction")
     assert "ErrorBody" in spec["components"]["schemas"]
     docs = client.get("/docs")

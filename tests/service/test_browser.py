@@ -84,7 +84,7 @@ def test_upload_result_heatmap_and_error(page, base_url: str, tmp_path: Path) ->
 
     page.set_input_files("#file", str(odd))
     page.wait_for_selector("#error:not([hidden])")
-    assert "only PNG and JPEG images are accepted" in page.inner_text("#error")
+    assert "only PNG, JPEG and DICOM (Part 10) images are accepted" in page.inner_text("#error")
     assert page.is_hidden("#result")
     assert page.outside == [] and _console_problems(page) == []
 
@@ -142,3 +142,23 @@ def test_an_abstention_is_a_message_never_a_label(page, gated_url: str, tmp_path
     assert page.is_hidden("#abstained") and page.is_visible("#label")
     # The page fixture watches the other server's origin; this page talks to its own only.
     assert [u for u in page.outside if not u.startswith(gated_url)] == [] and _console_problems(page) == []
+
+
+def test_a_dicom_slice_is_classified_and_its_heatmap_shown(page, base_url: str, tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.service.dicom_kit import ct_bytes
+
+    slice_file = tmp_path / "slice.dcm"
+    slice_file.write_bytes(ct_bytes(np.full((120, 160), 235, np.uint8)))
+    page.goto(base_url + "/")
+    page.set_input_files("#file", str(slice_file))
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.inner_text("#label") == "adenocarcinoma"  # as the same grey level as a PNG
+    assert page.is_visible("#no-preview") and not page.is_visible("#preview")
+    page.check("#heatmap-toggle")
+    page.wait_for_selector("#overlay:not([hidden])")
+    page.wait_for_selector("#overlay", state="visible")
+    assert page.eval_on_selector("#overlay", "img => img.decode().then(() => img.naturalWidth)") == 160
+    assert not page.is_visible("#no-preview")
+    assert page.outside == [] and _console_problems(page) == []

@@ -47,6 +47,7 @@ def test_every_variable_is_read() -> None:
         "DRIFT_WINDOW": "500",
         "DRIFT_WINDOW_S": "60",
         "FORWARDED_ALLOW_IPS": "10.0.0.5, 172.29.253.0/29,::1",
+        "DICOM_ALLOW_MODALITIES": "ct, MR,CT",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -77,6 +78,7 @@ def test_every_variable_is_read() -> None:
         drift_window=500,
         drift_window_s=60.0,
         forwarded_allow_ips=("10.0.0.5/32", "172.29.253.0/29", "::1/128"),
+        dicom_allow_modalities=("CT", "MR"),
     )
     assert s.describe()["api_key"] == "set"
 
@@ -99,6 +101,8 @@ def test_every_variable_is_read() -> None:
         ("LOG_LEVEL", "LOUD"),
         ("FORWARDED_ALLOW_IPS", "*"),
         ("FORWARDED_ALLOW_IPS", "10.0.0.1,proxy.internal"),
+        ("DICOM_ALLOW_MODALITIES", ","),
+        ("DICOM_ALLOW_MODALITIES", "CT;MR"),
     ],
 )
 def test_bad_values_are_one_clear_line(var: str, value: str) -> None:
