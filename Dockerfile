@@ -21,8 +21,9 @@ RUN cd / && python3 models/check_models.py --variant "$MODEL_VARIANT" models /ou
 # and its C-API library (the Python binding links the runtime statically: `ldd` shows no
 # libonnxruntime.so); Faker's locales but English and Latin (Faker comes with litestar's polyfactory,
 # which the service never imports; the import check below still builds a Faker); pydicom's structured-report
-# code tables and bundled test files (9 MB the DICOM decoder never loads). The smoke test then proves that
-# the result serves.
+# code tables and bundled test files (9 MB the DICOM decoder never loads); litestar's command-line
+# interface (rich, rich-click, Pygments, markdown-it: 14 MB; the service starts with `python -m service`,
+# never through that CLI). The smoke test then proves that the result serves.
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 COPY deploy/requirements.serve.txt wheelhous[e] /wheels/
@@ -36,7 +37,8 @@ RUN set -eu; \
     find /opt/venv -depth \( -name tests -o -name '*.pyi' \) -exec rm -rf {} +; \
     rm -rf "$site"/numpy/f2py "$site"/numpy/distutils "$site"/numpy/_core/include \
            "$site"/onnxruntime/tools "$site"/onnxruntime/transformers "$site"/onnxruntime/quantization \
-           "$site"/onnxruntime/capi/libonnxruntime.so.* "$site"/pydicom/sr "$site"/pydicom/data/test_files; \
+           "$site"/onnxruntime/capi/libonnxruntime.so.* "$site"/pydicom/sr "$site"/pydicom/data/test_files \
+           "$site"/pygments "$site"/rich "$site"/rich_click "$site"/markdown_it "$site"/mdurl; \
     find "$site"/faker/providers -mindepth 2 -maxdepth 2 -type d \
          ! -name 'en*' ! -name la ! -name __pycache__ -exec rm -rf {} +; \
     /opt/venv/bin/python -c "import onnxruntime, numpy, PIL, litestar, uvicorn, polyfactory.factories, pydicom.pixels, openjpeg, libjpeg"

@@ -144,6 +144,11 @@ ready_s=$(python3 deploy/smoke_probe.py ready "$url" "$t0" "${READY_TIMEOUT_S:-1
 say "ready in $ready_s s"
 
 say "predicted $image: $(python3 deploy/smoke_probe.py predict "$url" "$image")" || fail "prediction"
+# A DICOM CT slice (pydicom's bundled CT_small.dcm): the image's pydicom and codecs decode it.
+dicom=$("$python" -c "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))" 2>/dev/null || true)
+if [ -n "$dicom" ]; then
+  say "predicted DICOM $(basename "$dicom"): $(python3 deploy/smoke_probe.py predict "$url" "$dicom")" || fail "DICOM prediction"
+fi
 podman healthcheck run "$name" >/dev/null 2>&1 || fail "the image's HEALTHCHECK did not pass"
 uid=$(podman exec "$name" sh -c 'grep ^Uid: /proc/1/status' | awk '{print $2}')
 [ "$uid" != 0 ] || fail "PID 1 runs as root"

@@ -1,7 +1,7 @@
 """HTTP checks for deploy/smoke_image.sh (standard library only, run on the host).
 
 python3 deploy/smoke_probe.py ready URL T0 TIMEOUT     waits for /health/ready, prints seconds since T0
-python3 deploy/smoke_probe.py predict URL IMAGE        predicts IMAGE, checks /metrics counted it
+python3 deploy/smoke_probe.py predict URL IMAGE        predicts IMAGE (PNG, JPEG or DICOM), checks /metrics counted it
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def predict(base: str, image: str) -> None:
     with urllib.request.urlopen(request, timeout=30) as reply:
         answer = json.load(reply)
     label, probability = answer["label"], answer["probability"]
-    if not 0.0 <= probability <= 1.0 or label not in answer["probabilities"]:
+    # An image the OOD gate declines has no label (and is counted as an abstention instead).
+    if not 0.0 <= probability <= 1.0 or (label not in answer["probabilities"] and not answer["abstained"]):
         sys.exit(f"implausible prediction: {answer}")
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
         metrics = reply.read().decode()
-    sample = f'chestnet_predictions_total{{label="{label}"}}'
+    sample = "chestnet_abstentions_total{" if answer["abstained"] else f'chestnet_predictions_total{{label="{label}"}}'
     counted = [line for line in metrics.splitlines() if line.startswith(sample)]
     if not counted or float(counted[0].split()[-1]) < 1:
         sys.exit(f"/metrics did not count the prediction (label {label})")
