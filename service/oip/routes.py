@@ -1,8 +1,9 @@
 """Open Inference Protocol v2 (KServe / Triton REST) routes, JSON tensors (service.oip.tensors).
 
 Inputs: exactly one tensor, either FP32 [N, 1, S, S] (already preprocessed as the card says) or
-BYTES [N] whose elements are encoded image files (decoded and preprocessed here): base64 strings in
-JSON, or raw in the binary tensor data extension (service.oip.binary), which outputs use on request.
+BYTES [N] whose elements are encoded PNG, JPEG or DICOM files (decoded and preprocessed here): base64
+strings in JSON, or raw in the binary tensor data extension (service.oip.binary), which outputs use on
+request.
 Outputs: `logits` FP32 [N, K], `cam` FP32 [N, K, h, w], `probabilities` FP32 [N, labels] and
 `label` BYTES [N]; while the OOD gate is on, `ood_score` FP32 [N] and `abstained` BOOL [N] (and `label`
 is "" for an abstained image); all of them unless the request names some.

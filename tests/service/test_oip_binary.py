@@ -19,6 +19,7 @@ import pytest
 from service.card import read_card
 from service.inputs.imaging import decode, preprocess
 from service.settings import Settings
+from tests.service.dicom_kit import ct_bytes
 from tests.service.svc_kit import jpeg_bytes, png_bytes, serve_in_thread
 from tests.service.svc_models import SIZE, flat_png
 
@@ -98,10 +99,14 @@ def test_an_out_of_distribution_image_has_an_empty_label_in_binary(triton) -> No
     assert result.as_numpy("label").tolist() == [b""] and result.as_numpy("abstained").tolist() == [True]
 
 
-def test_jpeg_bytes_in_binary(triton, server: str) -> None:
-    image = jpeg_bytes(140)
-    result = triton.infer(MODEL, [bytes_input([image], True)])
-    assert result.as_numpy("probabilities")[0, 1] == pytest.approx(predict(server, image)["probability"], abs=1e-6)
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("kind", ["jpeg", "dicom"])
+def test_jpeg_and_dicom_bytes(triton, server: str, binary: bool, kind: str) -> None:
+    image = jpeg_bytes(140) if kind == "jpeg" else ct_bytes(np.full((96, 80), 140, np.uint8))
+    result = triton.infer(MODEL, [bytes_input([image], binary)], outputs=requested(binary))
+    expected = predict(server, image)
+    assert result.as_numpy("probabilities")[0, 1] == pytest.approx(expected["probability"], abs=1e-6)
+    assert result.as_numpy("abstained").tolist() == [expected["abstained"]]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
