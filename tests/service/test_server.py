@@ -197,3 +197,15 @@ def test_request_bodies_in_memory_are_bounded(model_dir: Path, start_server) -> 
         assert holder.recv(65536).startswith(b"HTTP/1.1 ")
     after = httpx.post(server.url + "/v1/predict", content=big_body, headers={"Content-Type": "image/png"}, timeout=10)
     assert after.status_code != 503, after.text
+
+
+def test_numpy_blas_runs_one_thread_in_the_service() -> None:
+    """OpenBLAS threads spinning after the OOD gate's matrix products took the inference cores (see
+    service/__main__.py); the service sets one thread before numpy loads, and an explicit value wins."""
+    code = "import service.__main__, os, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "1", run.stderr
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "2", run.stderr
