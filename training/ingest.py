@@ -33,7 +33,7 @@ INGEST_LIMITS = DecodeLimits(max_pixels=8192 * 8192, min_side=1, max_aspect=100.
 # A near-duplicate group larger than this share of the images means the threshold joins unrelated slices
 # (it chains through them): the split could no longer be stratified, so ingest stops and says so.
 MAX_GROUP_SHARE = 0.1
-SPLITS_MIN_GROUP = 20  # below this many images a group is never "too large" (small test sources)
+GROUP_CAP_FLOOR = 20  # the cap never falls below this many images (small sources)
 # Kaggle class folders spell the labels with dots ("large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa").
 _CLASS_PREFIXES = {
     spelling: label for label in TASK_LABELS["multiclass"] for spelling in (label, label.replace("_", "."))
@@ -224,7 +224,7 @@ def main() -> None:
         if not found:
             raise IngestError(f"no usable images in {data.source!r} (skipped: {dict(skipped) or 'none'})")
         groups, grouping = near_duplicate_groups(found, near_duplicate_distance(data))
-        if grouping["largest_group"] > max(SPLITS_MIN_GROUP, MAX_GROUP_SHARE * len(found)):
+        if grouping["largest_group"] > max(GROUP_CAP_FLOOR, MAX_GROUP_SHARE * len(found)):
             raise IngestError(
                 f"data.near_duplicates {data.near_duplicates} joins {grouping['largest_group']} of {len(found)} "
                 "images into one group: it is too loose for this data (lower it, or 0 to turn grouping off)"

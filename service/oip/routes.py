@@ -142,11 +142,11 @@ async def infer(
         outputs=[t for t, _ in tensors],
         id=data.id if data.id is not None else request_id(request),
     )
-    raw = b"".join(r for _, r in tensors)
-    if not raw and not any(as_binary for _, as_binary in wanted):
+    if not any(as_binary for _, as_binary in wanted):
         return Response(answer)
     head = msgspec.json.encode(answer)
-    return Response(head + raw, media_type=binary.MEDIA_TYPE, headers={binary.HEADER_LENGTH: str(len(head))})
+    body = head + b"".join(raw for _, raw in tensors)
+    return Response(body, media_type=binary.MEDIA_TYPE, headers={binary.HEADER_LENGTH: str(len(head))})
 
 
 def _model(state: State, name: str, version: str | None) -> Runtime:
