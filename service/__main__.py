@@ -4,7 +4,10 @@ self-tested before the socket opens, then uvicorn with limits that bound slow or
 
 SIGTERM: /health/ready turns 503 at once; after DRAIN_GRACE_S the listener closes, in-flight requests
 get DRAIN_TIMEOUT_S to finish, the batcher drains, and the process exits 0.
-Exit codes: 0 after a clean stop, 1 for a missing/corrupt/mismatched model, 2 for a bad setting.
+SIGHUP: load MODEL_DIR again and swap it in without a restart (service.inference.reload); a model that
+fails its checks is logged and the serving one stays.
+Exit codes: 0 after a clean stop, 1 for a missing/corrupt/mismatched model (primary or SHADOW_MODEL_DIR's
+candidate), 2 for a bad setting.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from types import FrameType
 
 import uvicorn
 
-from service.app import begin_drain, create_app
+from service.app import begin_drain, create_app, load_shadow
 from service.card import CardError
-from service.inference.engine import Engine
+from service.inference.served import ServedModel
 from service.observability.logs import configure_logging
 from service.settings import Settings, SettingsError
 from service.web.connections import header_deadline_protocol
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     try:
-        engine = Engine.open(settings.model_dir, settings.model_variant, settings.threads)
+        primary = ServedModel.load(settings.model_dir, settings)
+        shadow = load_shadow(settings) if settings.shadow_model_dir is not None else None
     except CardError as exc:
         print(f"service: {exc}", file=sys.stderr)
         return 1
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         extra={"fields": {"seconds": round(time.perf_counter() - started, 3), "settings": settings.describe()}},
     )
     config = uvicorn.Config(
-        create_app(settings, engine),
+        create_app(settings, primary, shadow),
         host=args.host,
         port=args.port,
         http=header_deadline_protocol(settings.header_timeout_s),

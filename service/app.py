@@ -3,9 +3,12 @@ model once (card read, sha256 verified, golden self-test) and drains the batcher
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 
 import anyio.to_thread
 from litestar import Litestar, MediaType, Request, Response, Router
@@ -13,13 +16,16 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, InternalServerException, ValidationException
 
+from service.card import CardError
 from service.errors import ClientDisconnected, ServiceError, for_status
-from service.inference.engine import Engine
+from service.inference.reload import Reloader
 from service.inference.runtime import Runtime
+from service.inference.served import ServedModel
 from service.inputs.imaging import harden_pillow
 from service.observability.metrics import Metrics
 from service.oip.routes import OIP_PREDICTION_ROUTES, OIP_ROUTES
 from service.settings import Settings
+from service.web.admin import RefuseCrossOrigin, admin_router
 from service.web.apidoc import openapi_config
 from service.web.auth import api_key_guard
 from service.web.connections import RequestLimit
@@ -33,39 +39,32 @@ log = logging.getLogger("service")
 _HTTP_DETAILS = {404: "no such route", 405: "method not allowed for this route"}
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
-    """The service as an ASGI app. `engine` may be opened beforehand (python -m service does, to
-    fail fast with one line); otherwise the lifespan opens it."""
+def create_app(settings: Settings, primary: ServedModel | None = None, shadow: ServedModel | None = None) -> Litestar:
+    """The service as an ASGI app. The models may be opened beforehand (python -m service does, to
+    fail fast with one line); otherwise the lifespan opens them (the shadow when SHADOW_MODEL_DIR is set)."""
     metrics = Metrics()
     harden_pillow(settings.max_pixels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        opened = engine or await anyio.to_thread.run_sync(
-            Engine.open, settings.model_dir, settings.model_variant, settings.threads
-        )
-        runtime = Runtime(settings, opened, metrics)
+        model = primary or await anyio.to_thread.run_sync(ServedModel.load, settings.model_dir, settings)
+        candidate = shadow
+        if candidate is None and settings.shadow_model_dir is not None:
+            candidate = await anyio.to_thread.run_sync(functools.partial(load_shadow, settings))
+        runtime = Runtime(settings, model, metrics)
+        reloader = Reloader(runtime)
         runtime.start()
-        app.state.runtime = runtime
-        if opened.card.ood is None and settings.ood_policy != "off":
+        if candidate is not None:
+            await runtime.set_shadow(reloader.shadow_for(candidate))
+        app.state.runtime, app.state.reloader = runtime, reloader
+        if model.card.ood is None and settings.ood_policy != "off":
             log.warning("the model card has no OOD gate: answers are not checked for unfamiliar images")
-        log.info(
-            "ready",
-            extra={
-                "fields": {
-                    "model": opened.card.name,
-                    "version": opened.card.version,
-                    "variant": opened.variant,
-                    "sha256": opened.sha256,
-                    "ood": opened.card.ood.method if runtime.gate.active else None,
-                    "ood_policy": settings.ood_policy,
-                    "drift": runtime.drift is not None,
-                }
-            },
-        )
+        log.info("ready", extra={"fields": _ready_fields(runtime)})
+        hangup = _reload_on_sighup(reloader)
         try:
             yield
         finally:
+            hangup()
             await runtime.stop()
             log.info("stopped")
 
@@ -84,13 +83,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
             allow_headers=["Content-Type", "Accept", "Authorization", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After", "X-Label", "X-Abstained", "X-Probability", "X-OOD-Score"],
         )
+    admin = [admin_router(settings.admin_api_key)] if settings.admin_api_key else []
     app = Litestar(
-        route_handlers=[predictions, *INFO_ROUTES, *OIP_ROUTES, *page_routes()],
+        route_handlers=[predictions, *INFO_ROUTES, *OIP_ROUTES, *page_routes(), *admin],
         lifespan=[lifespan],
         state=State({"metrics": metrics, "settings": settings}),
         exception_handlers={ServiceError: _service_error, HTTPException: _http_error, Exception: _unexpected},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=openapi_config("chest-cancer-net", "1", with_api_key=bool(settings.api_key)),
+        openapi_config=openapi_config(
+            "chest-cancer-net", "1", with_api_key=bool(settings.api_key), with_admin=bool(admin)
+        ),
         cors_config=cors,
         logging_config=None,
         debug=False,
@@ -102,8 +104,43 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
         body_budget=settings.max_inflight_body_bytes,
         max_body=settings.max_body_bytes,
     )
-    app.asgi_handler = HttpObserver(limit, metrics)
+    app.asgi_handler = HttpObserver(RefuseCrossOrigin(limit) if admin else limit, metrics)
     return app
+
+
+def load_shadow(settings: Settings) -> ServedModel:
+    """The candidate in SHADOW_MODEL_DIR, checked like the primary (CardError with one line)."""
+    assert settings.shadow_model_dir is not None
+    try:
+        return ServedModel.load(settings.shadow_model_dir, settings, shadow=True)
+    except CardError as exc:
+        raise CardError(f"the shadow candidate (SHADOW_MODEL_DIR): {exc}") from None
+
+
+def _ready_fields(runtime: Runtime) -> dict[str, object]:
+    model, shadow = runtime.primary, runtime.shadow
+    return {
+        "model": model.card.name,
+        "version": model.card.version,
+        "variant": model.ref.variant,
+        "sha256": model.ref.sha256,
+        "ood": model.card.ood.method if model.gate.active else None,
+        "ood_policy": runtime.settings.ood_policy,
+        "drift": model.drift is not None,
+        "shadow": shadow.candidate.ref.sha256 if shadow is not None else None,
+        "shadow_sample": shadow.sample if shadow is not None else None,
+    }
+
+
+def _reload_on_sighup(reloader: Reloader) -> Callable[[], None]:
+    """SIGHUP reloads the primary from MODEL_DIR (where the loop may take signals: the main thread of
+    `python -m service`). Returns the function that removes the handler."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.on_signal()))
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):  # not the main thread / not POSIX
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 def begin_drain(app: Litestar) -> None:

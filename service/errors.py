@@ -49,6 +49,19 @@ class RequestTimeout(ServiceError):
     status, code = 408, "request_timeout"
 
 
+class ModelRejected(ServiceError):
+    """An admin reload or promotion found a model that does not load, verify or pass its self-test; the
+    serving model stays. Its detail is the card check's one line (admins see it, clients never do)."""
+
+    status, code = 409, "model_rejected"
+
+
+class NoShadow(ServiceError):
+    """An admin asked to promote or drop a shadow candidate while none is loaded."""
+
+    status, code = 409, "no_shadow"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -64,6 +64,13 @@ class Settings:
     # DICOM Modality values decoded; any other is a 422. The model has only seen CT: widen it only to study
     # what it does with other modalities (the OOD gate is what stands between them and a label).
     dicom_allow_modalities: tuple[str, ...] = tuple(sorted(DEFAULT_DICOM_MODALITIES))
+    # A candidate model run beside the primary on a sampled share of requests, off the critical path;
+    # see service/inference/shadow.py. Its comparisons are dropped (and counted) when its queue is full.
+    shadow_model_dir: Path | None = None
+    shadow_sample: float = 1.0
+    shadow_queue_max: int = 64
+    # When set, /admin/* (model reload, promotion, shadow) exists and needs X-Admin-Key: this key.
+    admin_api_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +88,8 @@ class Settings:
                 shown = var if var in _SECRET else f"{var}={raw!r}"  # never echo a secret
                 raise SettingsError(f"{shown} is invalid: {exc}") from None
         settings = cls(**values)
+        if settings.admin_api_key is not None and settings.admin_api_key == settings.api_key:
+            raise SettingsError("ADMIN_API_KEY must differ from API_KEY: a client key must not swap models")
         if settings.max_inflight_body_bytes < settings.max_body_bytes:
             raise SettingsError(
                 "MAX_INFLIGHT_BODY_BYTES must be at least MAX_BODY_BYTES "
@@ -92,7 +101,9 @@ class Settings:
         """For the start-up log line: every setting, the API key only as set/unset."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["api_key"] = "set" if self.api_key else "unset"
+        out["admin_api_key"] = "set" if self.admin_api_key else "unset"
         out["model_dir"] = str(self.model_dir)
+        out["shadow_model_dir"] = None if self.shadow_model_dir is None else str(self.shadow_model_dir)
         out["cors_origins"] = list(self.cors_origins)
         out["forwarded_allow_ips"] = list(self.forwarded_allow_ips)
         out["dicom_allow_modalities"] = list(self.dicom_allow_modalities)
@@ -206,8 +217,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "drift_window_s": ("DRIFT_WINDOW_S", _float(1.0, 30 * 86400.0)),
     "forwarded_allow_ips": ("FORWARDED_ALLOW_IPS", _networks),
     "dicom_allow_modalities": ("DICOM_ALLOW_MODALITIES", _modalities),
+    "shadow_model_dir": ("SHADOW_MODEL_DIR", Path),
+    "shadow_sample": ("SHADOW_SAMPLE", _float(0.0, 1.0)),
+    "shadow_queue_max": ("SHADOW_QUEUE_MAX", _int(1, 100_000)),
+    "admin_api_key": ("ADMIN_API_KEY", _api_key),
 }
-_SECRET = frozenset({"API_KEY"})
+_SECRET = frozenset({"API_KEY", "ADMIN_API_KEY"})
 ENV_VARS = {var: name for name, (var, _) in _PARSERS.items()}
 
 

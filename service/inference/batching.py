@@ -7,6 +7,9 @@ most `max_wait_s` for more only while other admitted images are still being deco
 batch in a one-thread executor, so inference never blocks the event loop. With batching off each
 image runs alone in that executor. Deadlines belong to the caller: cancelling `infer` (e.g. by
 `asyncio.timeout`) drops a queued image before it runs.
+
+Each image names the model that runs it (the model its request started with): a batch that holds
+images of two models, as one may right after a swap, runs as one sub-batch per model.
 """
 
 from __future__ import annotations
@@ -45,13 +48,16 @@ class Ticket:
 @dataclass(slots=True)
 class _Job:
     tensor: np.ndarray  # (1, S, S)
+    run: RunBatch
     future: asyncio.Future[Outcome]
     queued_at: float
 
 
 class Batcher:
-    def __init__(self, run: RunBatch, *, max_batch: int, max_wait_s: float, capacity: int, metrics: Metrics) -> None:
-        self._run_batch = run
+    def __init__(
+        self, run: RunBatch | None = None, *, max_batch: int, max_wait_s: float, capacity: int, metrics: Metrics
+    ) -> None:
+        self._run_batch = run  # the default model, for callers that name none
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.capacity = capacity
@@ -91,18 +97,21 @@ class Batcher:
             self._expected -= ticket.unsubmitted
             self._metrics.admitted.set(self._admitted)
 
-    async def infer(self, ticket: Ticket, tensor: np.ndarray) -> Outcome:
-        """One preprocessed (1, S, S) image -> its outputs."""
+    async def infer(self, ticket: Ticket, tensor: np.ndarray, run: RunBatch | None = None) -> Outcome:
+        """One preprocessed (1, S, S) image -> its outputs from `run` (default: the batcher's model)."""
+        run = run or self._run_batch
+        if run is None:
+            raise RuntimeError("no model to run the image on")
         if ticket.unsubmitted <= 0:
             raise RuntimeError("ticket used for more images than it admitted")
         ticket.unsubmitted -= 1
         self._expected -= 1
         loop = asyncio.get_running_loop()
         if not self.batching:
-            return await loop.run_in_executor(self._executor, self._run_one, tensor, time.perf_counter())
+            return await loop.run_in_executor(self._executor, self._run_one, run, tensor, time.perf_counter())
         if self._worker is None or self._worker.done():
             raise NotReady("the inference worker is not running")
-        job = _Job(tensor, loop.create_future(), time.perf_counter())
+        job = _Job(tensor, run, loop.create_future(), time.perf_counter())
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:  # admission keeps this from happening; refuse rather than wait
@@ -127,9 +136,9 @@ class Batcher:
                 job.future.set_exception(NotReady("the service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _run_one(self, tensor: np.ndarray, queued_at: float) -> Outcome:
+    def _run_one(self, run: RunBatch, tensor: np.ndarray, queued_at: float) -> Outcome:
         started = time.perf_counter()
-        logits, cam, ood = self._run_batch(tensor[None])
+        logits, cam, ood = run(tensor[None])
         took = time.perf_counter() - started
         self._observe(1, started - queued_at, took)
         return Outcome(logits[0], cam[0], _item(ood, 0), started - queued_at, took, 1)
@@ -145,19 +154,24 @@ class Batcher:
                 continue
             self._running = len(batch)
             try:
-                (logits, cam, ood), started, took = await loop.run_in_executor(
-                    self._executor, self._run_many, [job.tensor for job in batch]
-                )
-            except Exception as exc:
-                _fail(batch, exc)
-                continue
+                for group in _by_model(batch):
+                    await self._run_group(group, loop)
             finally:
                 self._running = 0
-            for i, job in enumerate(batch):
-                if not job.future.done():
-                    outcome = Outcome(logits[i], cam[i], _item(ood, i), started - job.queued_at, took, len(batch))
-                    job.future.set_result(outcome)
-            self._observe_waits(batch, started, took)
+
+    async def _run_group(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            (logits, cam, ood), started, took = await loop.run_in_executor(
+                self._executor, self._run_many, batch[0].run, [job.tensor for job in batch]
+            )
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        for i, job in enumerate(batch):
+            if not job.future.done():
+                outcome = Outcome(logits[i], cam[i], _item(ood, i), started - job.queued_at, took, len(batch))
+                job.future.set_result(outcome)
+        self._observe_waits(batch, started, took)
 
     async def _gather(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
         queue = self._queue
@@ -176,10 +190,10 @@ class Batcher:
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
 
-    def _run_many(self, tensors: list[np.ndarray]) -> tuple[tuple, float, float]:
+    def _run_many(self, run: RunBatch, tensors: list[np.ndarray]) -> tuple[tuple, float, float]:
         stacked = np.stack(tensors)
         started = time.perf_counter()
-        outputs = self._run_batch(stacked)
+        outputs = run(stacked)
         return outputs, started, time.perf_counter() - started
 
     def _observe(self, size: int, waited: float, took: float) -> None:
@@ -192,6 +206,14 @@ class Batcher:
         self._metrics.inference.observe(took)
         for job in batch:
             self._metrics.queue_wait.observe(started - job.queued_at)
+
+
+def _by_model(batch: list[_Job]) -> list[list[_Job]]:
+    """The batch split by the model each image names, in queue order (one group but for a swap)."""
+    groups: dict[RunBatch, list[_Job]] = {}
+    for job in batch:
+        groups.setdefault(job.run, []).append(job)
+    return list(groups.values())
 
 
 def _item(scores: np.ndarray | None, index: int) -> float | None:

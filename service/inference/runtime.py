@@ -1,7 +1,9 @@
-"""The prediction pipeline shared by every endpoint: decode off the loop, batch, infer, decide, count.
+"""The prediction pipeline shared by every endpoint: decode off the loop, batch, infer, decide, count,
+then offer the image to the shadow candidate (if any).
 
-One Runtime per app, built in the lifespan. Requests only read from it; the only mutable state is the
-batcher's admission counters (event-loop confined) and the ready/draining flags.
+One Runtime per app, built in the lifespan. Requests read from it; its mutable state is event-loop
+confined: the primary model (replaced whole on a swap), the shadow, the batcher's admission counters
+and the ready/draining flags.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from PIL import Image
 
 from service.errors import DeadlineExceeded, RequestTimeout
 from service.inference.batching import Batcher, Outcome, Ticket
-from service.inference.decision import Decision, DecisionRule
-from service.inference.engine import Engine
+from service.inference.decision import Decision
+from service.inference.served import ServedModel
+from service.inference.shadow import Shadow
 from service.inputs.imaging import DecodeLimits, decode, preprocess
 from service.observability.metrics import Metrics
 from service.settings import Settings
-from service.trust.drift import GREY, DriftWindow, grey_shares
-from service.trust.gate import OodGate, Verdict
-from service.web.schemas import ModelRef, Timings
+from service.trust.drift import GREY, grey_shares
+from service.trust.gate import Verdict
+from service.web.schemas import Timings
 
 T = TypeVar("T")
 
@@ -41,6 +44,7 @@ class Prepared:
 
 @dataclass(frozen=True, slots=True)
 class Classified:
+    model: ServedModel  # the model that answered (the primary when the request started)
     prepared: Prepared | None  # None for inputs that arrived preprocessed (OIP FP32)
     outcome: Outcome
     decision: Decision
@@ -53,24 +57,18 @@ class Classified:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
+    """The primary model (swapped whole by `swap`, service.inference.reload), the optional shadow
+    candidate, the batcher and the decode pool."""
+
+    def __init__(self, settings: Settings, primary: ServedModel, metrics: Metrics) -> None:
         self.settings = settings
-        self.engine = engine
-        self.card = engine.card
         self.metrics = metrics
-        self.rule = DecisionRule.of(engine.card)
-        self.gate = OodGate.of(engine.card, engine.ood_stats, settings.ood_policy)
-        self.drift = (
-            DriftWindow(engine.card.drift, settings.drift_window, settings.drift_window_s)
-            if engine.card.drift is not None
-            else None
-        )
+        self.primary = primary
+        self.shadow: Shadow | None = None
         self.limits = DecodeLimits(
             max_pixels=settings.max_pixels, dicom_modalities=frozenset(settings.dicom_allow_modalities)
         )
-        self.model_ref = ModelRef(engine.card.name, engine.card.version, engine.variant, engine.sha256)
         self.batcher = Batcher(
-            self._infer,
             max_batch=settings.batch_max_size if settings.batching else 1,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             capacity=settings.queue_max,
@@ -79,8 +77,7 @@ class Runtime:
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.ready = False
         self.draining = False
-        metrics.set_model(engine.card.name, engine.card.version, engine.variant, engine.sha256)
-        metrics.watch_trust(self.gate.threshold if self.gate.active else None, self.drift)
+        self._publish(trust=True)
 
     def start(self) -> None:
         self.batcher.start()
@@ -90,7 +87,35 @@ class Runtime:
         self.ready = False
         self.draining = True
         await self.batcher.close(self.settings.drain_timeout_s)
+        if self.shadow is not None:
+            await self.shadow.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def swap(self, primary: ServedModel) -> ServedModel:
+        """Serve `primary` from the next request on; requests already running finish on the model they
+        took. Returns the model it replaced. (On the event loop: the assignment is the atomic step.)"""
+        previous, self.primary = self.primary, primary
+        self._publish(trust=True)
+        return previous
+
+    async def set_shadow(self, shadow: Shadow | None) -> Shadow | None:
+        """Compare against `shadow` from now on (None: stop comparing); returns the one it replaced, stopped."""
+        previous, self.shadow = self.shadow, shadow
+        if shadow is not None:
+            shadow.start()
+        self._publish()
+        if previous is not None:
+            await previous.stop()
+        return previous
+
+    def _publish(self, trust: bool = False) -> None:
+        """The model-info metric follows the models served; with `trust`, the OOD and drift metrics
+        follow the (new) primary's card."""
+        shadow = self.shadow.candidate.ref if self.shadow is not None else None
+        self.metrics.set_models(self.primary.ref, shadow)
+        if trust:
+            gate = self.primary.gate
+            self.metrics.watch_trust(gate.threshold if gate.active else None, self.primary.drift)
 
     async def offload(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU work (decoding, drawing) in the decode pool, off the event loop."""
@@ -114,41 +139,48 @@ class Runtime:
         except TimeoutError:
             raise RequestTimeout("the request body did not arrive in time") from None
 
-    async def classify(self, ticket: Ticket, data: bytes) -> Classified:
-        """Encoded image bytes -> decision (the ticket must come from `batcher.admit`)."""
-        prepared = await self.offload(self.prepare, data)
+    async def classify(self, ticket: Ticket, data: bytes, model: ServedModel) -> Classified:
+        """Encoded image bytes -> `model`'s decision (the ticket must come from `batcher.admit`)."""
+        prepared = await self.offload(self.prepare, data, model)
         self.metrics.decode.observe(prepared.decode_s)
-        outcome = await self.batcher.infer(ticket, prepared.tensor)
-        return self.decide(outcome, prepared, prepared.grey_shares)
-
-    async def classify_tensor(self, ticket: Ticket, tensor: np.ndarray) -> Classified:
-        """A preprocessed (1, S, S) input -> decision."""
-        outcome = await self.batcher.infer(ticket, tensor)
-        return self.decide(outcome, None, self._grey_shares(tensor))
-
-    def prepare(self, data: bytes) -> Prepared:
-        started = time.perf_counter()
-        grey = decode(data, self.limits, self.card.input.dicom_window)
-        tensor = preprocess(grey, self.card.input)
-        return Prepared(tensor, grey, time.perf_counter() - started, self._grey_shares(tensor))
-
-    def decide(self, outcome: Outcome, prepared: Prepared | None, grey_shares: np.ndarray | None) -> Classified:
-        decision = self.rule.decision(outcome.logits)
-        verdict = self.gate.verdict(outcome.ood_score)
-        result = Classified(prepared, outcome, decision, verdict)
-        self.metrics.observe_answer(result.label, decision.probability, verdict)
-        if self.drift is not None:
-            self.drift.observe(grey_shares, outcome.ood_score, decision.probability)
+        outcome = await self.batcher.infer(ticket, prepared.tensor, model.run)
+        result = self.decide(model, outcome, prepared, prepared.grey_shares)
+        self._offer_shadow(result, prepared.tensor, data)
         return result
 
-    def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The model and, beside it in the inference thread, the OOD scores of the batch."""
-        logits, cam, features = self.engine.run(batch)
-        return logits, cam, self.gate.scores(logits, features)
+    async def classify_tensor(self, ticket: Ticket, tensor: np.ndarray, model: ServedModel) -> Classified:
+        """A (1, S, S) input preprocessed as `model`'s card says -> its decision."""
+        outcome = await self.batcher.infer(ticket, tensor, model.run)
+        result = self.decide(model, outcome, None, self._grey_shares(model, tensor))
+        self._offer_shadow(result, tensor, None)
+        return result
 
-    def _grey_shares(self, tensor: np.ndarray) -> np.ndarray | None:
-        cuts = self.drift.cuts(GREY) if self.drift is not None else None
-        return None if cuts is None else grey_shares(tensor, self.card.input, cuts)
+    def prepare(self, data: bytes, model: ServedModel) -> Prepared:
+        started = time.perf_counter()
+        grey = decode(data, self.limits, model.card.input.dicom_window)
+        tensor = preprocess(grey, model.card.input)
+        return Prepared(tensor, grey, time.perf_counter() - started, self._grey_shares(model, tensor))
+
+    def decide(
+        self, model: ServedModel, outcome: Outcome, prepared: Prepared | None, grey_shares: np.ndarray | None
+    ) -> Classified:
+        decision = model.rule.decision(outcome.logits)
+        verdict = model.gate.verdict(outcome.ood_score)
+        result = Classified(model, prepared, outcome, decision, verdict)
+        self.metrics.observe_answer(result.label, decision.probability, verdict)
+        if model.drift is not None:
+            model.drift.observe(grey_shares, outcome.ood_score, decision.probability)
+        return result
+
+    def _offer_shadow(self, result: Classified, tensor: np.ndarray, data: bytes | None) -> None:
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.offer(result.model, result.label, result.decision.probability, tensor, data)
+
+    @staticmethod
+    def _grey_shares(model: ServedModel, tensor: np.ndarray) -> np.ndarray | None:
+        cuts = model.drift.cuts(GREY) if model.drift is not None else None
+        return None if cuts is None else grey_shares(tensor, model.card.input, cuts)
 
     @staticmethod
     def timings(results: list[Classified], started: float) -> Timings:

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from service.trust.drift import DriftWindow
 from service.trust.gate import REASON, Verdict
+from service.web.schemas import ModelRef
 
 PREFIX = "chestnet"
 # 1 ms .. 10 s, about three buckets per decade.
@@ -26,6 +27,7 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+SHADOW_DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 # OOD scores have the scale of the card's method: buckets are multiples of its threshold (1 = the line).
 OOD_BUCKET_FACTORS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -84,9 +86,36 @@ class Metrics:
         self.errors = Counter(f"{PREFIX}_errors", "Error responses by error code", ("code",), registry=registry)
         self.model_info = Gauge(
             f"{PREFIX}_model_info",
-            "The loaded model (value is always 1)",
-            ("name", "version", "variant", "sha256"),
+            "The loaded models, role primary or shadow (value is always 1)",
+            ("role", "name", "version", "variant", "sha256"),
             registry=registry,
+        )
+        self.shadow = Counter(
+            f"{PREFIX}_shadow",
+            "Images offered to the shadow candidate, by outcome (agree, disagree, dropped, error)",
+            ("outcome",),
+            registry=registry,
+        )
+        self.shadow_labels = Counter(
+            f"{PREFIX}_shadow_labels",
+            "Images both models answered, by the primary's and the candidate's label",
+            ("primary", "candidate"),
+            registry=registry,
+        )
+        self.shadow_difference = Histogram(
+            f"{PREFIX}_shadow_probability_difference",
+            "|P(not normal) of the primary - of the candidate| per compared image",
+            buckets=SHADOW_DIFFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_inference = Histogram(
+            f"{PREFIX}_shadow_inference_duration_seconds",
+            "The shadow candidate's ONNX Runtime time per batch",
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_queue_depth = Gauge(
+            f"{PREFIX}_shadow_queue_depth", "Images waiting for the shadow candidate", registry=registry
         )
         self.abstentions = Counter(
             f"{PREFIX}_abstentions", "Images given no label, by reason", ("reason",), registry=registry
@@ -98,9 +127,16 @@ class Metrics:
         self._drift = _DriftCollector()
         registry.register(self._drift)
 
-    def set_model(self, name: str, version: str, variant: str, sha256: str) -> None:
+    def set_models(self, primary: ModelRef, shadow: ModelRef | None) -> None:
         self.model_info.clear()
-        self.model_info.labels(name=name, version=version, variant=variant, sha256=sha256).set(1)
+        for role, ref in (("primary", primary), ("shadow", shadow)):
+            if ref is not None:
+                self.model_info.labels(role, ref.name, ref.version, ref.variant, ref.sha256).set(1)
+
+    def observe_shadow(self, outcome: str, primary: str, candidate: str, difference: float) -> None:
+        self.shadow.labels(outcome).inc()
+        self.shadow_labels.labels(primary, candidate).inc()
+        self.shadow_difference.observe(difference)
 
     def watch_trust(self, threshold: float | None, drift: DriftWindow | None) -> None:
         """The OOD score histogram, its buckets scaled to this model's threshold, and the drift window."""

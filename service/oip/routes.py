@@ -21,6 +21,7 @@ from litestar.params import FromPath
 
 from service.errors import BadRequest, NotFound
 from service.inference.runtime import Runtime
+from service.inference.served import ServedModel
 from service.oip import binary
 from service.oip.schemas import (
     InferResponse,
@@ -64,24 +65,26 @@ async def model_metadata(
     state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
 ) -> ModelMetadata:
     """Name, versions, platform and the input/output tensors."""
-    rt = _model(state, model_name, model_version)
-    size, k = rt.card.input.size, rt.card.logits_per_image
-    cam_shape = list(rt.engine.session.get_outputs()[_output_index(rt, rt.card.outputs.cam)].shape)
+    _, model = _model(state, model_name, model_version)
+    card, engine = model.card, model.engine
+    size, k = card.input.size, card.logits_per_image
+    cam_shape = list(engine.session.get_outputs()[_output_index(model, card.outputs.cam)].shape)
     cam_hw = [s if isinstance(s, int) else -1 for s in cam_shape[2:]]
+    trust = [TensorMeta("ood_score", "FP32", [-1]), TensorMeta("abstained", "BOOL", [-1])] if model.gate.active else []
     return ModelMetadata(
-        name=rt.card.name,
-        versions=[rt.card.version],
+        name=card.name,
+        versions=[card.version],
         platform="onnxruntime_onnx",
         inputs=[
-            TensorMeta(rt.engine.input_name, "FP32", [-1, 1, size, size]),
+            TensorMeta(engine.input_name, "FP32", [-1, 1, size, size]),
             TensorMeta("image_bytes", "BYTES", [-1]),
         ],
         outputs=[
             TensorMeta("logits", "FP32", [-1, k]),
             TensorMeta("cam", "FP32", [-1, k, *cam_hw]),
-            TensorMeta("probabilities", "FP32", [-1, len(rt.card.labels)]),
+            TensorMeta("probabilities", "FP32", [-1, len(card.labels)]),
             TensorMeta("label", "BYTES", [-1]),
-            *([TensorMeta("ood_score", "FP32", [-1]), TensorMeta("abstained", "BOOL", [-1])] if rt.gate.active else []),
+            *trust,
         ],
     )
 
@@ -94,9 +97,9 @@ async def model_metadata(
 async def model_ready(
     state: State, model_name: FromPath[str], model_version: FromPath[str | None] = None
 ) -> Response[ModelReadiness]:
-    rt = _model(state, model_name, model_version)
+    _, model = _model(state, model_name, model_version)
     ok = _is_ready(state)
-    return Response(ModelReadiness(name=rt.card.name, ready=ok), status_code=200 if ok else 503)
+    return Response(ModelReadiness(name=model.card.name, ready=ok), status_code=200 if ok else 503)
 
 
 @post(
@@ -111,12 +114,12 @@ async def infer(
 ) -> Response[InferResponse]:
     """Run the model on one FP32 (preprocessed) or BYTES (encoded images) input tensor, sent as JSON or
     with the binary tensor data extension (`Inference-Header-Content-Length`)."""
-    rt = _model(state, model_name, model_version)
+    rt, model = _model(state, model_name, model_version)
     async with rt.upload_deadline():
         body = await request.body()
     header, rest = binary.split_body(body, request.headers.get(binary.HEADER_LENGTH))
     data = decode_request(header)
-    wanted = wanted_outputs(rt, data)
+    wanted = wanted_outputs(model, data)
     if len(data.inputs) != 1:
         raise BadRequest("send exactly one input tensor (FP32 preprocessed, or BYTES encoded images)")
     (part,) = binary.take_parts(rest, [t.parameters.binary_data_size for t in data.inputs])
@@ -125,20 +128,20 @@ async def infer(
         raise BadRequest(f"input {tensor.name!r} has both data and a binary_data_size parameter")
     async with rt.deadline():
         if tensor.datatype == "FP32":
-            images = fp32_images(rt, tensor, part)
+            images = fp32_images(rt, model, tensor, part)
             with rt.batcher.admit(len(images)) as ticket:
-                results = await asyncio.gather(*(rt.classify_tensor(ticket, image) for image in images))
+                results = await asyncio.gather(*(rt.classify_tensor(ticket, image, model) for image in images))
         elif tensor.datatype == "BYTES":
             files = bytes_files(rt, tensor, part)
             with rt.batcher.admit(len(files)) as ticket:
-                results = await asyncio.gather(*(rt.classify(ticket, file) for file in files))
+                results = await asyncio.gather(*(rt.classify(ticket, file, model) for file in files))
         else:
             raise BadRequest("the input datatype must be FP32 or BYTES")
     request.scope["state"]["label"] = ",".join(logged_label(r) for r in results)
-    tensors = [output_tensor(rt, name, results, as_binary) for name, as_binary in wanted]
+    tensors = [output_tensor(model, name, results, as_binary) for name, as_binary in wanted]
     answer = InferResponse(
-        model_name=rt.card.name,
-        model_version=rt.card.version,
+        model_name=model.card.name,
+        model_version=model.card.version,
         outputs=[t for t, _ in tensors],
         id=data.id if data.id is not None else request_id(request),
     )
@@ -149,11 +152,13 @@ async def infer(
     return Response(body, media_type=binary.MEDIA_TYPE, headers={binary.HEADER_LENGTH: str(len(head))})
 
 
-def _model(state: State, name: str, version: str | None) -> Runtime:
+def _model(state: State, name: str, version: str | None) -> tuple[Runtime, ServedModel]:
+    """The runtime and the primary model, taken once for the whole request."""
     rt = runtime_of(state)
-    if name != rt.card.name or (version is not None and version != rt.card.version):
+    model = rt.primary
+    if name != model.card.name or (version is not None and version != model.card.version):
         raise NotFound(f"no model {name!r}" + (f" version {version!r}" if version else ""))
-    return rt
+    return rt, model
 
 
 def _is_ready(state: State) -> bool:
@@ -161,8 +166,8 @@ def _is_ready(state: State) -> bool:
     return rt is not None and rt.ready and not rt.draining
 
 
-def _output_index(rt: Runtime, name: str) -> int:
-    return [o.name for o in rt.engine.session.get_outputs()].index(name)
+def _output_index(model: ServedModel, name: str) -> int:
+    return [o.name for o in model.engine.session.get_outputs()].index(name)
 
 
 def _version() -> str:

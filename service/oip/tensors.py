@@ -15,6 +15,7 @@ import numpy as np
 
 from service.errors import BadRequest, PayloadTooLarge
 from service.inference.runtime import Classified, Runtime
+from service.inference.served import ServedModel
 from service.oip import binary
 from service.oip.schemas import InferInput, InferRequest, InferTensor
 
@@ -22,8 +23,8 @@ OUTPUTS = ("logits", "cam", "probabilities", "label")
 TRUST_OUTPUTS = ("ood_score", "abstained")  # while the OOD gate is on; `label` is "" where abstained
 
 
-def outputs_of(rt: Runtime) -> tuple[str, ...]:
-    return OUTPUTS + TRUST_OUTPUTS if rt.gate.active else OUTPUTS
+def outputs_of(model: ServedModel) -> tuple[str, ...]:
+    return OUTPUTS + TRUST_OUTPUTS if model.gate.active else OUTPUTS
 
 
 def decode_request(body: bytes) -> InferRequest:
@@ -36,9 +37,11 @@ def decode_request(body: bytes) -> InferRequest:
         raise BadRequest(str(exc)) from None
 
 
-def fp32_images(rt: Runtime, tensor: InferInput, part: memoryview | None = None) -> list[np.ndarray]:
-    """`part`: the tensor's binary data, None when it came as JSON `data`."""
-    size = rt.card.input.size
+def fp32_images(
+    rt: Runtime, model: ServedModel, tensor: InferInput, part: memoryview | None = None
+) -> list[np.ndarray]:
+    """Inputs preprocessed for `model`; `part`: the tensor's binary data, None when it came as JSON `data`."""
+    size = model.card.input.size
     shape = tensor.shape
     if len(shape) != 4 or shape[1:] != [1, size, size] or shape[0] < 1:
         raise BadRequest(f"an FP32 input must have shape [N, 1, {size}, {size}]")
@@ -107,9 +110,9 @@ def _check_count(rt: Runtime, count: int) -> None:
         raise PayloadTooLarge(f"at most {rt.settings.max_batch_files} images per request")
 
 
-def wanted_outputs(rt: Runtime, data: InferRequest) -> list[tuple[str, bool]]:
+def wanted_outputs(model: ServedModel, data: InferRequest) -> list[tuple[str, bool]]:
     """(name, as binary data) of each output to send: those the request names, else all of them."""
-    offered = outputs_of(rt)
+    offered = outputs_of(model)
     if not data.outputs:
         return [(name, data.parameters.binary_data_output) for name in offered]
     unknown = [o.name for o in data.outputs if o.name not in offered]
@@ -118,9 +121,11 @@ def wanted_outputs(rt: Runtime, data: InferRequest) -> list[tuple[str, bool]]:
     return [(o.name, o.parameters.binary_data or data.parameters.binary_data_output) for o in data.outputs]
 
 
-def output_tensor(rt: Runtime, name: str, results: list[Classified], as_binary: bool) -> tuple[InferTensor, bytes]:
+def output_tensor(
+    model: ServedModel, name: str, results: list[Classified], as_binary: bool
+) -> tuple[InferTensor, bytes]:
     """The output's tensor, and its binary data (b"" when it is sent as JSON data)."""
-    datatype, array = _output_array(rt, name, results)
+    datatype, array = _output_array(model, name, results)
     shape = list(array.shape)
     if as_binary:
         raw = binary.encode_array(array, datatype)
@@ -128,7 +133,7 @@ def output_tensor(rt: Runtime, name: str, results: list[Classified], as_binary: 
     return InferTensor(name, shape, datatype, array.reshape(-1).tolist()), b""
 
 
-def _output_array(rt: Runtime, name: str, results: list[Classified]) -> tuple[str, np.ndarray]:
+def _output_array(model: ServedModel, name: str, results: list[Classified]) -> tuple[str, np.ndarray]:
     if name == "label":
         return "BYTES", np.asarray([r.label or "" for r in results], dtype=object)
     if name == "abstained":
@@ -136,7 +141,7 @@ def _output_array(rt: Runtime, name: str, results: list[Classified]) -> tuple[st
     if name == "ood_score":
         return "FP32", np.asarray([r.outcome.ood_score for r in results], dtype=np.float32)
     if name == "probabilities":
-        rows = [[r.decision.probabilities[label] for label in rt.card.labels] for r in results]
+        rows = [[r.decision.probabilities[label] for label in model.card.labels] for r in results]
         return "FP32", np.asarray(rows, dtype=np.float32)
     array = np.stack([r.outcome.logits if name == "logits" else r.outcome.cam for r in results])
     return "FP32", array.astype(np.float32)

@@ -154,14 +154,18 @@ class InferOperation(Operation):
         )
 
 
-def openapi_config(title: str, version: str, with_api_key: bool) -> OpenAPIConfig:
-    schemes = {"apiKey": SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")}
+def openapi_config(title: str, version: str, with_api_key: bool, with_admin: bool = False) -> OpenAPIConfig:
+    schemes = {}
+    if with_api_key:
+        schemes["apiKey"] = SecurityScheme(type="apiKey", name="X-API-Key", security_scheme_in="header")
+    if with_admin:
+        schemes["adminKey"] = SecurityScheme(type="apiKey", name="X-Admin-Key", security_scheme_in="header")
     return OpenAPIConfig(
         title=title,
         version=version,
         description="Chest CT slice classifier. Research use only, not a diagnosis.",
         path="/schema",
         render_plugins=[JsonRenderPlugin()],
-        components=Components(security_schemes=schemes) if with_api_key else Components(),
+        components=Components(security_schemes=schemes) if schemes else Components(),
         use_handler_docstrings=True,
     )

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromQuery
@@ -14,6 +15,7 @@ from service.errors import BadRequest, NotReady, ServiceError
 from service.inference.batching import Ticket
 from service.inference.heatmap import heat_for, overlay_png
 from service.inference.runtime import Classified, Runtime
+from service.inference.served import ServedModel
 from service.observability.metrics import CONTENT_TYPE
 from service.web.apidoc import (
     ERROR_RESPONSES,
@@ -33,6 +35,7 @@ from service.web.schemas import (
     ModelInfo,
     OodResult,
     Prediction,
+    ShadowSummary,
     model_info,
 )
 from service.web.uploads import multipart_images, single_image
@@ -73,17 +76,18 @@ def logged_label(result: Classified) -> str:
 async def predict(request: Request, state: State) -> Prediction:
     """Classify one chest CT image: label, P(not normal), every class's probability."""
     rt = runtime_of(state)
+    model = rt.primary
     started = time.perf_counter()
     async with rt.upload_deadline():
         data = await single_image(request)
     async with rt.deadline():
         with rt.batcher.admit() as ticket:
-            result = await rt.classify(ticket, data)
+            result = await rt.classify(ticket, data, model)
     request.scope["state"]["label"] = logged_label(result)
     return Prediction(
         **answer(result),
-        threshold=rt.card.threshold,
-        model=rt.model_ref,
+        threshold=model.card.threshold,
+        model=model.ref,
         timings=rt.timings([result], started),
         request_id=request_id(request),
     )
@@ -99,6 +103,7 @@ async def predict(request: Request, state: State) -> Prediction:
 async def predict_batch(request: Request, state: State) -> BatchPrediction:
     """Classify several images; a bad image gets an error in its own slot, the others still run."""
     rt = runtime_of(state)
+    model = rt.primary
     started = time.perf_counter()
     async with rt.upload_deadline():
         images = await multipart_images(request, max_images=rt.settings.max_batch_files)
@@ -106,7 +111,7 @@ async def predict_batch(request: Request, state: State) -> BatchPrediction:
         raise BadRequest("no images: send them as multipart fields named 'files'")
     async with rt.deadline():
         with rt.batcher.admit(len(images)) as ticket:
-            outcomes = await asyncio.gather(*(_item(rt, ticket, data) for data in images))
+            outcomes = await asyncio.gather(*(_item(rt, ticket, data, model) for data in images))
     results = [_batch_item(i, outcome) for i, outcome in enumerate(outcomes)]
     request.scope["state"]["label"] = ",".join(
         logged_label(o) if isinstance(o, Classified) else "error" for o in outcomes
@@ -114,16 +119,16 @@ async def predict_batch(request: Request, state: State) -> BatchPrediction:
     done = [o for o in outcomes if isinstance(o, Classified)]
     return BatchPrediction(
         results=results,
-        threshold=rt.card.threshold,
-        model=rt.model_ref,
+        threshold=model.card.threshold,
+        model=model.ref,
         timings=rt.timings(done, started),
         request_id=request_id(request),
     )
 
 
-async def _item(rt: Runtime, ticket: Ticket, data: bytes) -> Classified | ServiceError:
+async def _item(rt: Runtime, ticket: Ticket, data: bytes, model: ServedModel) -> Classified | ServiceError:
     try:
-        return await rt.classify(ticket, data)
+        return await rt.classify(ticket, data, model)
     except ServiceError as exc:
         if exc.status not in _ITEM_ERRORS:
             raise
@@ -142,19 +147,21 @@ async def explain(request: Request, state: State, target: FromQuery[str | None] 
     """Class-activation heatmap for the decided label (or `target`): a PNG overlay on the input,
     or the numbers with `Accept: application/json`."""
     rt = runtime_of(state)
+    model = rt.primary
+    card = model.card
     started = time.perf_counter()
-    if target is not None and target not in rt.card.labels:
-        raise BadRequest(f"target must be one of: {', '.join(rt.card.labels)}")
+    if target is not None and target not in card.labels:
+        raise BadRequest(f"target must be one of: {', '.join(card.labels)}")
     async with rt.upload_deadline():
         data = await single_image(request)
     async with rt.deadline():
         with rt.batcher.admit() as ticket:
-            result = await rt.classify(ticket, data)
+            result = await rt.classify(ticket, data, model)
         decision, prepared = result.decision, result.prepared
         assert prepared is not None
         shown = target or decision.label
-        channel, sign = rt.rule.channel_for(shown)
-        heat = heat_for(result.outcome.cam, channel, sign, prepared.grey.size, rt.card.input.size)
+        channel, sign = model.rule.channel_for(shown)
+        heat = heat_for(result.outcome.cam, channel, sign, prepared.grey.size, card.input.size)
         request.scope["state"]["label"] = logged_label(result)
         fields = answer(result)
         if request.accept.best_match(["image/png", "application/json"], "image/png") == "image/png":
@@ -164,17 +171,17 @@ async def explain(request: Request, state: State, target: FromQuery[str | None] 
     return Response(
         Explanation(
             **fields,
-            threshold=rt.card.threshold,
+            threshold=card.threshold,
             target=shown,
             channel=channel,
             sign=sign,
             cam=heat.grid.tolist(),
             cam_shape=list(result.outcome.cam.shape),
-            input_size=rt.card.input.size,
+            input_size=card.input.size,
             image_region=Box(left, top, width, height),
             image_width=prepared.grey.size[0],
             image_height=prepared.grey.size[1],
-            model=rt.model_ref,
+            model=model.ref,
             timings=rt.timings([result], started),
             request_id=request_id(request),
         )
@@ -195,9 +202,26 @@ def explain_headers(fields: dict[str, Any]) -> dict[str, str]:
 
 @get("/v1/model", tags=["model"])
 async def model(state: State) -> ModelInfo:
-    """The model card's public fields and which variant this process serves."""
+    """The primary model card's public fields, which variant this process serves, and the shadow
+    candidate (if any)."""
     rt = runtime_of(state)
-    return model_info(rt.card, rt.engine.variant, rt.engine.sha256)
+    primary, shadow = rt.primary, rt.shadow
+    return model_info(primary.card, primary.ref, shadow.candidate.ref if shadow is not None else None)
+
+
+@get("/v1/shadow", tags=["model"])
+async def shadow_summary(state: State) -> ShadowSummary:
+    """How the shadow candidate's answers compared with the primary's since it was loaded or reset:
+    counts, the agreement rate with its 95% Wilson interval, the label table (primary -> candidate)
+    and the probability differences. `active` is false when there is no candidate."""
+    shadow = runtime_of(state).shadow
+    if shadow is None:
+        return ShadowSummary(active=False)
+    return msgspec.convert(
+        {"active": True, "candidate": shadow.candidate.ref, "sample": shadow.sample, **shadow.tally.summary()},
+        ShadowSummary,
+        from_attributes=True,
+    )
 
 
 @get("/health/live", tags=["health"])
@@ -223,4 +247,4 @@ async def metrics(state: State) -> bytes:
 
 
 PREDICTION_ROUTES = [predict, predict_batch, explain]
-INFO_ROUTES = [model, live, ready, metrics]
+INFO_ROUTES = [model, shadow_summary, live, ready, metrics]

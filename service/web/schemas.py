@@ -121,7 +121,7 @@ def public_view(card_type: type[ModelCard]) -> type[msgspec.Struct]:
     return msgspec.defstruct(
         "ModelInfo",
         [(f.name, dict[str, PublicFile] if f.name == "files" else f.type) for f in fields]
-        + [("variant", str), ("sha256", str)],
+        + [("variant", str), ("sha256", str), ("shadow", ModelRef | None)],
         frozen=True,
         module=__name__,
     )
@@ -130,11 +130,39 @@ def public_view(card_type: type[ModelCard]) -> type[msgspec.Struct]:
 ModelInfo = public_view(ModelCard)
 
 
-def model_info(card: ModelCard, variant: str, sha256: str) -> ModelInfo:
+def model_info(card: ModelCard, served: ModelRef, shadow: ModelRef | None) -> ModelInfo:
+    """The primary's card as served (`served`: its variant and sha256) and the shadow candidate's reference."""
     public = msgspec.to_builtins(card)
     for entry in public["files"].values():
         del entry["path"]
-    return msgspec.convert(public | {"variant": variant, "sha256": sha256}, ModelInfo)
+    extra = {"variant": served.variant, "sha256": served.sha256, "shadow": msgspec.to_builtins(shadow)}
+    return msgspec.convert(public | extra, ModelInfo)
+
+
+class ProbabilityDifference(msgspec.Struct, frozen=True):
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+class ShadowSummary(msgspec.Struct, frozen=True):
+    """GET /v1/shadow (service.inference.shadow_tally)."""
+
+    active: bool
+    candidate: ModelRef | None = None
+    sample: float | None = None  # the share of requests offered to the candidate
+    since: str | None = None  # when the counts started (candidate loaded or reset), ISO 8601 UTC
+    compared: int = 0  # images both models answered
+    agree: int = 0  # the same label (abstained counts as a label)
+    disagree: int = 0
+    dropped: int = 0  # offered but not compared: its queue was full, or the input was not the candidate's
+    errors: int = 0  # the candidate failed on them
+    agreement: float | None = None
+    agreement_interval: list[float] | None = None  # 95% Wilson interval
+    labels: dict[str, dict[str, int]] = {}  # primary label -> candidate label -> images
+    probability_difference: ProbabilityDifference | None = None  # |P(not normal) primary - candidate|
 
 
 class Health(msgspec.Struct, frozen=True):

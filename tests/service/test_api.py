@@ -319,7 +319,8 @@ def test_model_card_public_fields(client: TestClient) -> None:
     assert body["sha256"] == body["files"]["int8"]["sha256"]
     # Every card field is shown (the view is derived from the card's definition), paths excepted.
     card_fields = {f.name for f in msgspec.structs.fields(ModelCard)}
-    assert set(body) == card_fields | {"variant", "sha256"}
+    assert set(body) == card_fields | {"variant", "sha256", "shadow"}
+    assert body["shadow"] is None  # no candidate configured
     assert set(body["files"]["int8"]) == {f.name for f in msgspec.structs.fields(ModelFile)} - {"path"}
 
 

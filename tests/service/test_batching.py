@@ -157,3 +157,29 @@ def test_a_failing_batch_fails_its_requests_only() -> None:
         await batcher.close(1)
 
     asyncio.run(main())
+
+
+def test_a_batch_of_two_models_runs_each_image_on_its_own_model() -> None:
+    """Right after a swap, images of the old and the new model may queue together: each runs on the
+    model its request took, in sub-batches by model."""
+
+    async def main() -> list[float]:
+        old, new = FakeModel(delay=0.02), FakeModel(delay=0.02)
+        batcher = make(FakeModel(), max_batch=8)
+        batcher.start()
+
+        async def one(value: float, model: FakeModel) -> float:
+            with batcher.admit() as ticket:
+                return float((await batcher.infer(ticket, image(value), model)).logits[0])
+
+        blocker = asyncio.ensure_future(one(0.0, old))  # keeps the worker busy while the rest queue
+        await asyncio.sleep(0.005)
+        values = await asyncio.gather(*(one(float(v), old if v % 2 else new) for v in range(1, 7)))
+        await blocker
+        await batcher.close(1)
+        assert sorted(v for batch in old.batches for v in batch) == [0.0, 1.0, 3.0, 5.0]
+        assert sorted(v for batch in new.batches for v in batch) == [2.0, 4.0, 6.0]
+        assert len(new.batches) == 1 and old.batches[-1] == [1.0, 3.0, 5.0]  # one sub-batch per model
+        return values
+
+    assert asyncio.run(main()) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]

@@ -50,7 +50,12 @@ def test_metrics_appear_and_count(model_dir: Path) -> None:
     info = re.search(r"^chestnet_model_info\{(.*)\} 1\.0$", text, re.MULTILINE)
     assert info is not None
     labels = dict(re.findall(r'(\w+)="([^"]*)"', info.group(1)))
-    assert labels.pop("sha256") and labels == {"name": "chest-cancer-net", "version": "0.0.0-test", "variant": "int8"}
+    assert labels.pop("sha256") and labels == {
+        "role": "primary",
+        "name": "chest-cancer-net",
+        "version": "0.0.0-test",
+        "variant": "int8",
+    }
     assert metric(text, "process_resident_memory_bytes") > 0
 
 

@@ -48,6 +48,10 @@ def test_every_variable_is_read() -> None:
         "DRIFT_WINDOW_S": "60",
         "FORWARDED_ALLOW_IPS": "10.0.0.5, 172.29.253.0/29,::1",
         "DICOM_ALLOW_MODALITIES": "ct, MR,CT",
+        "SHADOW_MODEL_DIR": "/candidate",
+        "SHADOW_SAMPLE": "0.25",
+        "SHADOW_QUEUE_MAX": "8",
+        "ADMIN_API_KEY": "fedcba9876543210",
     }
     assert set(env) == set(ENV_VARS)
     s = Settings.from_env(env)
@@ -79,8 +83,14 @@ def test_every_variable_is_read() -> None:
         drift_window_s=60.0,
         forwarded_allow_ips=("10.0.0.5/32", "172.29.253.0/29", "::1/128"),
         dicom_allow_modalities=("CT", "MR"),
+        shadow_model_dir=Path("/candidate"),
+        shadow_sample=0.25,
+        shadow_queue_max=8,
+        admin_api_key="fedcba9876543210",
     )
-    assert s.describe()["api_key"] == "set"
+    described = s.describe()
+    assert described["api_key"] == described["admin_api_key"] == "set"
+    assert "0123456789abcdef" not in str(described) and "fedcba9876543210" not in str(described)
 
 
 @pytest.mark.parametrize(
@@ -103,6 +113,9 @@ def test_every_variable_is_read() -> None:
         ("FORWARDED_ALLOW_IPS", "10.0.0.1,proxy.internal"),
         ("DICOM_ALLOW_MODALITIES", ","),
         ("DICOM_ALLOW_MODALITIES", "CT;MR"),
+        ("SHADOW_SAMPLE", "1.5"),
+        ("SHADOW_QUEUE_MAX", "0"),
+        ("ADMIN_API_KEY", "short"),
     ],
 )
 def test_bad_values_are_one_clear_line(var: str, value: str) -> None:
@@ -110,8 +123,8 @@ def test_bad_values_are_one_clear_line(var: str, value: str) -> None:
         Settings.from_env({var: value})
     message = str(info.value)
     assert "\n" not in message and " is invalid: expected" in message
-    if var == "API_KEY":
-        assert message.startswith("API_KEY is invalid") and value not in message  # no secret in logs
+    if var in ("API_KEY", "ADMIN_API_KEY"):
+        assert message.startswith(f"{var} is invalid") and value not in message  # no secret in logs
     else:
         assert message.startswith(f"{var}={value!r} is invalid")
 
@@ -141,3 +154,10 @@ def test_cgroup_v1_quota(tmp_path: Path) -> None:
 
 def test_no_cgroup(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(tmp_path / "missing") is None
+
+
+def test_the_admin_key_must_differ_from_the_client_key() -> None:
+    key = "0123456789abcdef"
+    with pytest.raises(SettingsError, match="ADMIN_API_KEY must differ from API_KEY") as info:
+        Settings.from_env({"API_KEY": key, "ADMIN_API_KEY": key})
+    assert key not in str(info.value)
