@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 import math
 import statistics
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +69,16 @@ class Scenario:
     levels: tuple[int, ...] = ()  # () = the plan's concurrency levels
     mix: bool = False  # add the real-file mix level
     protocols: bool = False  # the same image also through OIP JSON and OIP binary, at the same levels
+    # POST /admin/models/reload this often while the levels run (0: never): what a swap costs the traffic.
+    swap_every_s: float = 0.0
+
+
+# The shadow candidate in the benchmark is the served model itself (a copy would be the same bytes): the
+# same architecture, so its cost is what a refreshed ResNet-18 beside the primary costs.
+MODEL_DIR = "{model_dir}"
+ADMIN_KEY = "bench-admin-key-0123456789"
+SHADOW_LEVELS = (1, 16)
+RELOAD_S = 0.5
 
 
 def scenarios(plan: Plan) -> list[Scenario]:
@@ -79,6 +91,21 @@ def scenarios(plan: Plan) -> list[Scenario]:
         # The trust layer's cost: the same service with the OOD gate (and its scoring) off.
         Scenario("service (OOD gate off)", "service", {"OOD_POLICY": "off"}, (1, 16)),
         Scenario("service: /v1/predict vs OIP JSON vs OIP binary", "service", {}, (1, 16), protocols=True),
+        # The shadow's cost side by side with the first scenario's c=1 and c=16 (no shadow).
+        Scenario("service + shadow (sample 1.0)", "service", {"SHADOW_MODEL_DIR": MODEL_DIR}, SHADOW_LEVELS),
+        Scenario(
+            "service + shadow (sample 0.25)",
+            "service",
+            {"SHADOW_MODEL_DIR": MODEL_DIR, "SHADOW_SAMPLE": "0.25"},
+            SHADOW_LEVELS,
+        ),
+        Scenario(
+            f"service (model reload every {RELOAD_S:g} s)",
+            "service",
+            {"ADMIN_API_KEY": ADMIN_KEY},
+            (16,),
+            swap_every_s=RELOAD_S,
+        ),
         Scenario("seed-style baseline (torch eager)", "seed", mix=True),
     ]
 
@@ -94,13 +121,16 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
     quiet = wait_for_quiet(plan.quiet_wait_s) if plan.quiet_wait_s > 0 else {}
     slug = "".join(c if c.isalnum() else "-" for c in scenario.name.lower())
     log = target.work / f"server-{slug}-r{round_no}.log"
+    env = {k: v.replace(MODEL_DIR, str(target.model_dir)) for k, v in scenario.env.items()}
     if scenario.server == "seed":
         server, path = start_seed(target.checkpoint, target.model_dir, log), "/predict"
     else:
-        server, path = start_service(target.service_python, target.model_dir, log, **scenario.env), "/v1/predict"
+        server, path = start_service(target.service_python, target.model_dir, log, **env), "/v1/predict"
+    swapper = Swapper(server.port, scenario.swap_every_s) if scenario.swap_every_s else None
     try:
         png = [_post(path, target.png512, "image/png")]
-        levels = [_level(server, png, c, plan, "png512") for c in scenario.levels or plan.concurrency]
+        with swapper or contextlib.nullcontext():
+            levels = [_level(server, png, c, plan, "png512") for c in scenario.levels or plan.concurrency]
         if scenario.protocols:
             for label, call in oip_calls(target.model_dir, target.png512).items():
                 levels += [_level(server, [call], c, plan, label) for c in scenario.levels]
@@ -120,9 +150,64 @@ def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
             "rss_hwm_mb": round(server.rss_mb("VmHWM"), 1),  # lifetime peak, start-up included
             "quiet_before": quiet,
             "levels": levels,
+            **({"swaps": swapper.summary()} if swapper else {}),
+            **({"shadow": shadow_summary(server.port)} if "SHADOW_MODEL_DIR" in env else {}),
         }
     finally:
         server.stop()
+
+
+class Swapper:
+    """POST /admin/models/reload every `every_s` seconds in a thread while the load runs; counts the
+    answers (each reload verifies, self-tests and swaps the whole model)."""
+
+    def __init__(self, port: int, every_s: float) -> None:
+        self.port, self.every_s = port, every_s
+        self.statuses: dict[str, int] = {}
+        self.seconds: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swapper", daemon=True)
+
+    def __enter__(self) -> Swapper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:  # the first reload at once: even a short (smoke) level sees one
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/admin/models/reload", b"", {"X-Admin-Key": ADMIN_KEY})
+                status = str(connection.getresponse().status)
+            except OSError as exc:
+                status = type(exc).__name__
+            finally:
+                connection.close()
+            self.seconds.append(time.perf_counter() - started)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if self._stop.wait(self.every_s):
+                return
+
+    def summary(self) -> dict:
+        return {
+            "statuses": self.statuses,
+            "median_reload_ms": _ms(statistics.median(self.seconds)) if self.seconds else None,
+        }
+
+
+def shadow_summary(port: int) -> dict:
+    """The service's own count of what the shadow compared and dropped during the levels."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/v1/shadow")
+        summary = json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+    return {k: summary.get(k) for k in ("sample", "compared", "agree", "disagree", "dropped", "errors")}
 
 
 def oip_calls(model_dir: Path, image: bytes) -> dict[str, Call]:
@@ -223,6 +308,14 @@ def merge(runs: list[dict]) -> dict:
         level["throughput_rps_rounds"] = [lv["throughput_rps"] for lv in levels]
         out["levels"].append(level)
     out["rss_peak_mb"] = max(level["server_rss_peak_mb"] for level in out["levels"])
+    if "swaps" in runs[0]:
+        out["swaps"] = {
+            "statuses": _sum_counts(r["swaps"]["statuses"] for r in runs),
+            "median_reload_ms": _median(r["swaps"]["median_reload_ms"] for r in runs),
+        }
+    if "shadow" in runs[0]:
+        out["shadow"] = {k: _sum_counts_of(r["shadow"][k] for r in runs) for k in runs[0]["shadow"] if k != "sample"}
+        out["shadow"]["sample"] = runs[0]["shadow"]["sample"]
     return out
 
 
@@ -248,6 +341,10 @@ def cold_starts(target: Target, plan: Plan) -> dict:
             "rss_at_ready_mb": round(statistics.median(rss), 1),
         }
     return out
+
+
+def _sum_counts_of(values) -> int:
+    return sum(v or 0 for v in values)
 
 
 def _median(values) -> float | None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.findings import findings
+from benchmarks.refresh_report import refresh_section
 
 PLOT = "latency_vs_concurrency.png"
 REPORT = "report.md"
@@ -26,6 +27,7 @@ def write_report(results: dict, out: Path) -> Path:
         _latency(results["latency"]),
         _http(results["http"]),
         _breakdown(results["http"]),
+        refresh_section(results["http"]),
         _cold(results["http"]["cold_start"]),
         _machine(results),
         _method(),

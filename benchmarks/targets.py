@@ -23,7 +23,9 @@ def evaluate(results: dict) -> list[dict]:
     c1, c16 = _level(http, SERVICE, 1), _level(http, SERVICE, 16)
     overload = next((s for s in http["scenarios"] if s["name"].startswith("service (small queue")), None)
     seed16 = _level(http, SEED, 16)
-    int8_rss = [s["rss_peak_mb"] for s in http["scenarios"] if s["server"] == "service" and "fp32" not in s["name"]]
+    one_model = [s for s in http["scenarios"] if s["server"] == "service" and "shadow" not in s["name"]]
+    int8_rss = [s["rss_peak_mb"] for s in one_model if "fp32" not in s["name"]]
+    shadow_rss = [s["rss_peak_mb"] for s in http["scenarios"] if "shadow" in s["name"]]
     b1t2, b1t1 = ratio.get((1, 2), {}), ratio.get((1, 1), {})
     off1, off16 = _level(http, TRUST_OFF, 1), _level(http, TRUST_OFF, 16)
     trust_rows = [r["median_ms"] for r in latency.get("rows", []) if r.get("kind") == "trust"]
@@ -37,6 +39,12 @@ def evaluate(results: dict) -> list[dict]:
         _at_most("HTTP c=64 small queue: answers other than 200/503", _get(_top(overload), _not_200_503), 0, "answers"),
         _at_least("c=16 throughput vs seed-style baseline", _ratio(c16, seed16, "throughput_rps"), 3.0, "x"),
         _at_most("serving RSS under load, int8", max(int8_rss) if int8_rss else None, 200.0, "MB"),
+        _at_most(
+            "serving RSS under load, int8 primary + shadow (compose mem_limit)",
+            max(shadow_rss) if shadow_rss else None,
+            512.0,
+            "MB",
+        ),
         _at_most("service start to ready", http["cold_start"].get("service", {}).get("median_s"), 2.0, "s"),
         _at_most("trust layer per image (OOD score, verdict, drift), beside the model", _first(trust_rows), 0.3, "ms"),
         _at_most("trust layer: added server CPU per request at c=1 (OOD gate on - off)", _delta(c1, off1), 0.3, "ms"),

@@ -21,6 +21,9 @@ SCENARIOS = {
     "service fp32 (batching on)",
     "service (OOD gate off)",
     "service: /v1/predict vs OIP JSON vs OIP binary",
+    "service + shadow (sample 1.0)",
+    "service + shadow (sample 0.25)",
+    "service (model reload every 0.5 s)",
     "seed-style baseline (torch eager)",
 }
 
@@ -82,6 +85,12 @@ def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
     real_split = [16] if real_mix() else []
     assert [lv["concurrency"] for lv in http["scenarios"][0]["levels"]] == [1, 4, 16, 64, *real_split]
     assert all(http["cold_start"][name]["median_s"] > 0 for name in ("service", "seed"))
+    shadowed = {s["name"]: s["shadow"] for s in http["scenarios"] if "shadow" in s}
+    assert set(shadowed) == {"service + shadow (sample 1.0)", "service + shadow (sample 0.25)"}
+    full = shadowed["service + shadow (sample 1.0)"]
+    assert full["compared"] > 0 and full["errors"] == 0 and full["disagree"] == 0  # the candidate is the primary
+    (reloads,) = [s["swaps"] for s in http["scenarios"] if "swaps" in s]
+    assert set(reloads["statuses"]) == {"200"} and reloads["median_reload_ms"] > 0
 
 
 @pytest.mark.slow
@@ -90,7 +99,7 @@ def test_smoke_load_drives_every_scenario(smoke: tuple[dict, Path]) -> None:
 def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
     results, out = smoke
     assert results["meta"]["mode"] == "smoke"
-    assert len(results["targets"]) == 17 and all(t["measured"] is not None for t in results["targets"])
+    assert len(results["targets"]) == 18 and all(t["measured"] is not None for t in results["targets"])
     assert {t["basis"] for t in results["targets"]} == {"measured", "cpu-normalised"}
     report = (out / "report.md").read_text()
     headings = (
@@ -100,6 +109,7 @@ def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
         "## Model latency",
         "## HTTP load",
         "## Where the milliseconds go",
+        "## Model refresh: shadow and swaps",
     )
     for heading in (*headings, "## Cold start", "## Machine"):
         assert heading in report
@@ -109,4 +119,4 @@ def test_smoke_writes_the_report(smoke: tuple[dict, Path]) -> None:
 def test_targets_never_count_a_missing_measurement_as_met() -> None:
     results = {"latency": {"ratios": []}, "http": {"scenarios": [], "cold_start": {}}}
     checks = evaluate(results)
-    assert len(checks) == 17 and {c["met"] for c in checks} == {None}
+    assert len(checks) == 18 and {c["met"] for c in checks} == {None}
