@@ -37,7 +37,7 @@ def test_workflows_pass_actionlint(tool: Callable[[str], str]) -> None:
 def test_prometheus_config_and_rules_pass_promtool(tool: Callable[[str], str]) -> None:
     result = run(tool("promtool"), "check", "config", "deploy/prometheus/prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 rules found" in result.stdout + result.stderr
+    assert "8 rules found" in result.stdout + result.stderr
 
 
 def test_alert_rules_pass_their_unit_tests(tool: Callable[[str], str], tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def test_dashboard_and_alerts_use_only_metrics_the_service_exposes() -> None:
     assert used - names == set()
     assert {"chestnet_queue_depth", "chestnet_batch_size_bucket", "chestnet_positive_probability_bucket"} <= used
     assert {"chestnet_drift_psi", "chestnet_abstentions_total", "chestnet_ood_score_bucket"} <= used
+    assert {"chestnet_shadow_total", "chestnet_shadow_probability_difference_bucket"} <= used
 
 
 def test_dashboard_has_the_panels_asked_for() -> None:
@@ -172,6 +173,7 @@ def test_dashboard_has_the_panels_asked_for() -> None:
         "drift",
         "abstentions",
         "ood score",
+        "shadow candidate",
     ):
         assert needed in titles
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
