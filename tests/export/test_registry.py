@@ -123,7 +123,8 @@ def test_promote_errors_and_their_exit_codes(name, model_dir, capsys, tmp_path, 
     # No params.yaml here and no --model: say so (exit 2, like argparse's own errors).
     code, out = run(promote, capsys, "--show")
     assert code == 2 and "pass --model NAME" in out
-    for argv in (["--alias", "champion"], ["--version", "0", "--alias", "champion"], ["--version", "1", "--alias", "x"]):
+    bad = (["--alias", "champion"], ["--version", "0", "--alias", "champion"], ["--version", "1", "--alias", "x"])
+    for argv in bad:
         with pytest.raises(SystemExit) as exit_:
             promote.main(["--model", name, *argv])
         assert exit_.value.code == 2
