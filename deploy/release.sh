@@ -9,7 +9,8 @@
 # Exit: 0 deployed; 1 not deployed, the previous release (if any) runs again; 2 the rollback failed too.
 # State in RELEASE_DIR (/opt/chest-cancer-net): compose.yaml, .env (written here: settings.env, then
 # API_IMAGE=...), current, previous, releases.log. The service's own settings (API_KEY, CORS_ORIGINS, ...)
-# go in settings.env there (mode 600); CLOUDWATCH_LOGS=on there adds compose.awslogs.yaml.
+# go in settings.env there (mode 600); CLOUDWATCH_LOGS=on there adds compose.awslogs.yaml, and a
+# models/current link (deploy/refresh.sh init) adds compose.refresh.yaml: the models come from the host.
 # Env: READY_TIMEOUT_S (120), POLL_S (2), API_PORT (8000).
 set -euo pipefail
 
@@ -23,6 +24,10 @@ compose=(docker compose --project-directory "$dir" --file "$dir/compose.yaml")
 # CloudWatch Logs (ec2/bootstrap.sh with CLOUDWATCH=on): the awslogs driver replaces json-file.
 if grep -qx 'CLOUDWATCH_LOGS=on' "$dir/settings.env" 2>/dev/null; then
   compose+=(--file "$dir/compose.awslogs.yaml")
+fi
+# The model refresh path (refresh.sh): the host's models folder instead of the image's model.
+if [ -L "$dir/models/current" ]; then
+  compose+=(--file "$dir/compose.refresh.yaml")
 fi
 
 log() { printf 'release: %s\n' "$*"; }
