@@ -29,7 +29,7 @@ def refresh_section(http: dict) -> str:
                 continue
             plain = _level(base, level["concurrency"])
             rows.append(
-                f"| {scenario['name']} | {level['concurrency']} | {_n(level['latency_ms']['p50'])} "
+                f"| {scenario['name']} | {level['concurrency']:g} | {_n(level['latency_ms']['p50'])} "
                 f"| {_n(level['latency_ms']['p99'])} | {_n(level['throughput_rps'])} "
                 f"| {_ratio(level['throughput_rps'], plain and plain['throughput_rps'])} "
                 f"| {_ratio(level['latency_ms']['p99'], plain and plain['latency_ms']['p99'])} "
