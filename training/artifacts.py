@@ -20,3 +20,5 @@ OOD_FIT = Path("artifacts/ood.json")  # the chosen method, threshold, and drift 
 OOD_REPORT, OOD_PNG = Path("reports/ood.json"), Path("reports/ood.png")
 MODELS_DIR = Path("models")
 PARITY_REPORT = Path("reports/parity.json")
+CV_DIR = Path("reports/cv")  # stage `cv` of cv/dvc.yaml (outside the default `dvc repro`)
+CV_METRICS, CV_FOLDS, CV_OOF = CV_DIR / "metrics.json", CV_DIR / "folds.csv", CV_DIR / "oof.csv"

@@ -35,45 +35,64 @@ from training.params import Evaluate, load_params
 from training.tracking import stage_run
 
 
-def calibrate(unscored: DecisionRule, logits_val, y_val, logits_test, y_test, method: str) -> tuple[DecisionRule, dict]:
-    """The rule with its temperature fitted on validation (1 for method "none"), and the ECE figures."""
-    temperature = fit_temperature(unscored, logits_val, y_val) if method == "temperature" else 1.0
+def chosen_rule(unscored: DecisionRule, logits_val, y_val, rules: Evaluate) -> DecisionRule:
+    """The decision rule as evaluate ships it: the temperature (rules.calibration; 1 for "none"), then the
+    threshold on the calibrated P(not normal) (rules.threshold_rule), both fitted on validation only."""
+    temperature = fit_temperature(unscored, logits_val, y_val) if rules.calibration == "temperature" else 1.0
     calibrated = dataclasses.replace(unscored, temperature=temperature)
+    positive = y_val != unscored.normal_index
+    threshold = choose_threshold(positive, calibrated.cancer_probability(logits_val), rules.threshold_rule)
+    return dataclasses.replace(calibrated, threshold=threshold)
+
+
+def calibration_report(unscored: DecisionRule, rule: DecisionRule, logits_val, y_val, logits_test, y_test, method):
+    """The temperature and the ECE before and after it, on validation and on test."""
     normal = unscored.normal_index
 
-    def ece(rule: DecisionRule, logits, y) -> float:
-        return expected_calibration_error(y != normal, rule.cancer_probability(logits))
+    def ece(which: DecisionRule, logits, y) -> float:
+        return expected_calibration_error(y != normal, which.cancer_probability(logits))
 
-    report = {
+    return {
         "method": method,
-        "temperature": temperature,
+        "temperature": rule.temperature,
         "ece_val_before": ece(unscored, logits_val, y_val),
-        "ece_val_after": ece(calibrated, logits_val, y_val),
+        "ece_val_after": ece(rule, logits_val, y_val),
         "ece_test_before": ece(unscored, logits_test, y_test),
-        "ece_test_after": ece(calibrated, logits_test, y_test),
+        "ece_test_after": ece(rule, logits_test, y_test),
     }
-    return calibrated, report
+
+
+def held_out_metrics(targets, scores, thresholds, decided, rule: DecisionRule, rules: Evaluate, **options) -> dict:
+    """Metrics of held-out images with 95% bootstrap intervals (training.metrics.bootstrap_intervals):
+    cancer vs normal at `thresholds` (one, or one per image), and for a multiclass task the accuracy over
+    all labels (`decided`). options: `ece=True` adds the calibration error of `scores` on the same
+    resamples; `clusters` resamples clusters of images (see bootstrap_intervals)."""
+    positive = targets != rule.normal_index
+    with_ece = options.pop("ece", False)
+
+    def extra(indices: np.ndarray) -> dict[str, float]:
+        out = {}
+        if len(rule.labels) > 2:
+            out["class_accuracy"] = float((decided[indices] == targets[indices]).mean())
+        if with_ece:
+            out["ece"] = expected_calibration_error(positive[indices], scores[indices])
+        return out
+
+    use_extra = extra if with_ece or len(rule.labels) > 2 else None
+    return bootstrap_intervals(positive, scores, thresholds, rules.bootstrap, rules.seed, use_extra, **options)
 
 
 def evaluate(logits_val, y_val, logits_test, y_test, unscored: DecisionRule, rules: Evaluate) -> dict:
     """`unscored`: the task's decision rule before calibration and threshold are chosen (on validation)."""
-    calibrated, calibration = calibrate(unscored, logits_val, y_val, logits_test, y_test, rules.calibration)
-    normal = unscored.normal_index
-    threshold = choose_threshold(y_val != normal, calibrated.cancer_probability(logits_val), rules.threshold_rule)
-    rule = dataclasses.replace(calibrated, threshold=threshold)
-    scores = rule.cancer_probability(logits_test)
+    rule = chosen_rule(unscored, logits_val, y_val, rules)
+    calibration = calibration_report(unscored, rule, logits_val, y_val, logits_test, y_test, rules.calibration)
     decided = rule.decide(logits_test)
+    test = held_out_metrics(y_test, rule.cancer_probability(logits_test), rule.threshold, decided, rule, rules)
     labels = list(rule.labels)
-
-    def class_accuracy(indices: np.ndarray) -> dict[str, float]:
-        return {"class_accuracy": float((decided[indices] == y_test[indices]).mean())}
-
-    extra = class_accuracy if len(labels) > 2 else None
-    test = bootstrap_intervals(y_test != normal, scores, threshold, rules.bootstrap, rules.seed, extra)
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
     np.add.at(matrix, (y_test, decided), 1)
     return {
-        "threshold": threshold,
+        "threshold": rule.threshold,
         "threshold_rule": rules.threshold_rule,
         "calibration": calibration,
         "test": test,

@@ -69,18 +69,28 @@ def choose_threshold(positive: np.ndarray, score: np.ndarray, rule: str) -> floa
 
 
 def bootstrap_intervals(
-    positive: np.ndarray, score: np.ndarray, threshold: float, rounds: int, seed: int, extra=None
+    positive: np.ndarray,
+    score: np.ndarray,
+    threshold: float | np.ndarray,
+    rounds: int,
+    seed: int,
+    extra=None,
+    clusters: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Each metric with its percentile 95% interval over `rounds` stratified resamples of the test set.
 
-    `extra(indices) -> dict` adds task-specific metrics computed on the same resamples.
+    `threshold` is one number or one per image (pooled cross-validation folds each chose their own).
+    `extra(indices) -> dict` adds task-specific metrics computed on the same resamples. `clusters` (one id
+    per image) resamples whole clusters instead of images, stratified by each cluster's first image: rows
+    that are not independent (near-duplicates, an image scored once per repeat) then move together.
     """
     positive = np.asarray(positive, dtype=bool)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), positive.shape)
     rng = np.random.default_rng(seed)
-    pos_idx, neg_idx = np.flatnonzero(positive), np.flatnonzero(~positive)
+    draw = _stratified_draw(positive, clusters, rng)
 
     def metrics_at(indices: np.ndarray) -> dict[str, float]:
-        values = binary_metrics(positive[indices], score[indices], threshold)
+        values = binary_metrics(positive[indices], score[indices], thresholds[indices])
         if extra is not None:
             values.update(extra(indices))
         return values
@@ -88,8 +98,7 @@ def bootstrap_intervals(
     point = metrics_at(np.arange(len(positive)))
     samples: dict[str, list[float]] = {name: [] for name in point}
     for _ in range(rounds):
-        indices = np.concatenate([rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))])
-        for name, value in metrics_at(indices).items():
+        for name, value in metrics_at(draw()).items():
             samples[name].append(value)
     return {
         name: {
@@ -99,6 +108,24 @@ def bootstrap_intervals(
         }
         for name in point
     }
+
+
+def _stratified_draw(positive: np.ndarray, clusters: np.ndarray | None, rng: np.random.Generator):
+    """A function returning one resample's row indices: as many positives and negatives (or positive and
+    negative clusters) as there are, drawn with replacement."""
+    if clusters is None:
+        pos_idx, neg_idx = np.flatnonzero(positive), np.flatnonzero(~positive)
+        return lambda: np.concatenate([rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))])
+    _, first, inverse = np.unique(np.asarray(clusters), return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])  # rows of each cluster
+    pos_c, neg_c = np.flatnonzero(positive[first]), np.flatnonzero(~positive[first])
+
+    def draw() -> np.ndarray:
+        chosen = np.concatenate([rng.choice(pos_c, len(pos_c)), rng.choice(neg_c, len(neg_c))])
+        return np.concatenate([members[c] for c in chosen])
+
+    return draw
 
 
 def reliability_rows(positive: np.ndarray, probability: np.ndarray, bins: int = 10) -> list[dict]:

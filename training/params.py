@@ -15,6 +15,9 @@ import yaml
 from service.card import MIN_INPUT_SIZE, OOD_METHODS
 
 PARAMS_FILE = Path("params.yaml")
+# Sections that only measure a recipe: the model card's params hash leaves them out (export does not depend
+# on them in dvc.yaml, so a card hashing them would go stale when they change).
+MEASUREMENT_ONLY = frozenset({"cv"})
 
 
 class ParamsError(ValueError):
@@ -125,6 +128,16 @@ class Export:
 
 
 @dataclass(frozen=True)
+class Cv:
+    """Cross-validation (training/cv.py, cv/dvc.yaml): measures the recipe, never shapes the model."""
+
+    folds: int
+    repeats: int  # each repeat reshuffles the folds (seeded from seed and the repeat's index)
+    seed: int
+    epochs: int | None  # None: the pipeline's train.epochs
+
+
+@dataclass(frozen=True)
 class Params:
     data: Data
     preprocess: Preprocess
@@ -134,11 +147,12 @@ class Params:
     evaluate: Evaluate
     ood: Ood
     export: Export
+    cv: Cv
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     def section_sha256(self, *sections: str) -> str:
-        """Hash of the named sections (all when none named), as canonical JSON."""
-        chosen = {k: self.raw[k] for k in (sections or sorted(self.raw))}
+        """Hash of the named sections (when none are named, all that shape the model), as canonical JSON."""
+        chosen = {k: self.raw[k] for k in (sections or sorted(set(self.raw) - MEASUREMENT_ONLY))}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()
 
 
@@ -192,7 +206,10 @@ def _coerce(hint, value, where: str):
     if hint in (int, str) and type(value) is hint:
         return value
     if isinstance(hint, types.UnionType):
-        raise ParamsError(f"{where}: unsupported type")  # pragma: no cover - no unions in Params
+        arms = [arm for arm in typing.get_args(hint) if arm is not type(None)]
+        if len(arms) != 1 or len(typing.get_args(hint)) != 2:
+            raise ParamsError(f"{where}: unsupported type")  # pragma: no cover - only `X | None` in Params
+        return None if value is None else _coerce(arms[0], value, f"{where} (or null)")
     raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
 
 
@@ -227,5 +244,11 @@ def _check(p: Params) -> None:
         errors.append(f"ood.method must be one of auto, {', '.join(OOD_METHODS)}, not {p.ood.method!r}")
     if not 0.0 < p.ood.max_false_abstain < 0.5 or p.ood.images_per_set < 4 or p.ood.drift_bins < 2:
         errors.append("ood.max_false_abstain must be in (0, 0.5), images_per_set >= 4, drift_bins >= 2")
+    cv = p.cv
+    if cv.folds < 2 or cv.repeats < 1 or (cv.epochs is not None and cv.epochs < 1):
+        errors.append(
+            f"cv.folds must be >= 2, cv.repeats >= 1 and cv.epochs null or >= 1, not "
+            f"{cv.folds}, {cv.repeats}, {cv.epochs}"
+        )
     if errors:
         raise ParamsError("; ".join(errors))

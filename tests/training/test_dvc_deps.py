@@ -1,6 +1,7 @@
-"""dvc.yaml lists, for each stage, exactly the project modules the stage imports (directly or through
-another project module): a missing one leaves `dvc repro` serving stale results when it is edited; an
-extra one reruns stages for nothing. The closure is computed from the source's AST, local imports too."""
+"""Every dvc.yaml (the root pipeline, and cv/dvc.yaml outside the default `dvc repro`) lists, for each
+stage, exactly the project modules the stage imports (directly or through another project module): a
+missing one leaves `dvc repro` serving stale results when it is edited; an extra one reruns stages for
+nothing. The closure is computed from the source's AST, local imports too."""
 
 from __future__ import annotations
 
@@ -62,23 +63,46 @@ def stage_entry(cmd: str, root: Path = REPO) -> Path:
     return target.with_name("__main__.py") if target.name == "__init__.py" else target
 
 
-def code_deps(stage: dict) -> set[str]:
-    return {d for d in stage.get("deps", []) if d.endswith(".py") and d.split("/")[0] in PACKAGES}
+def dvc_files(root: Path = REPO) -> list[Path]:
+    """The root dvc.yaml and those one folder down (cv/dvc.yaml)."""
+    return [root / "dvc.yaml", *sorted(root.glob("*/dvc.yaml"))]
 
 
-def deps_problems(dvc: dict, root: Path = REPO) -> list[str]:
+def code_deps(stage: dict, folder: Path, root: Path = REPO) -> set[str]:
+    """The stage's .py deps as repo-relative paths (a stage's paths are relative to its wdir)."""
+    wdir = (folder / stage.get("wdir", ".")).resolve()
+    paths = [(wdir / d).resolve().relative_to(root).as_posix() for d in stage.get("deps", []) if d.endswith(".py")]
+    return {d for d in paths if d.split("/")[0] in PACKAGES}
+
+
+def deps_problems(dvc: dict, root: Path = REPO, folder: Path | None = None) -> list[str]:
+    """`folder`: where this dvc.yaml lies (the root by default)."""
     problems = []
     for name, stage in dvc["stages"].items():
         needed = {p.relative_to(root).as_posix() for p in closure(stage_entry(stage["cmd"], root), root)}
-        listed = code_deps(stage)
+        listed = code_deps(stage, folder or root, root)
         problems += [f"{name}: imports {m} but does not list it in deps" for m in sorted(needed - listed)]
         problems += [f"{name}: lists {m} in deps but never imports it" for m in sorted(listed - needed)]
     return problems
 
 
-def test_every_stage_lists_exactly_the_modules_it_imports() -> None:
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    assert deps_problems(dvc) == []
+@pytest.mark.parametrize("path", dvc_files(), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_stage_lists_exactly_the_modules_it_imports(path: Path) -> None:
+    dvc = yaml.safe_load(path.read_text())
+    assert deps_problems(dvc, REPO, path.parent) == []
+
+
+def test_cross_validation_is_its_own_pipeline_run_from_the_repo_root() -> None:
+    # `dvc repro` reproduces the root dvc.yaml (and what it depends on) only, so cv stays out of it.
+    assert "cv" not in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    cv = yaml.safe_load((REPO / "cv" / "dvc.yaml").read_text())["stages"]["cv"]
+    assert cv["wdir"] == ".." and cv["cmd"] == "python -m training.cv"
+
+
+def test_a_stage_in_a_subfolder_is_checked_from_its_wdir() -> None:
+    dvc = yaml.safe_load((REPO / "cv" / "dvc.yaml").read_text())
+    dvc["stages"]["cv"]["deps"].remove("training/folds.py")
+    assert deps_problems(dvc, REPO, REPO / "cv") == ["cv: imports training/folds.py but does not list it in deps"]
 
 
 @pytest.mark.parametrize("mutation", ["drop", "add"])

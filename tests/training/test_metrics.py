@@ -70,3 +70,32 @@ def test_expected_calibration_error() -> None:
     # Over-confident: says 0.95 where half are positive -> |0.5 - 0.95| everywhere.
     assert expected_calibration_error(np.arange(20) % 2 == 0, np.full(20, 0.95)) == pytest.approx(0.45)
     assert expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0  # p = 1 falls in the last bin
+
+
+def test_per_image_thresholds_match_one_threshold_when_equal_and_apply_per_image():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 100)
+    score = np.clip(truth * 0.3 + rng.random(100) * 0.7, 0, 1)
+    one = bootstrap_intervals(truth, score, 0.5, rounds=50, seed=1)
+    assert bootstrap_intervals(truth, score, np.full(100, 0.5), rounds=50, seed=1) == one
+    thresholds = np.where(np.arange(100) < 50, 0.0, 1.1)  # first half all called cancer, second half none
+    result = bootstrap_intervals(truth, score, thresholds, rounds=10, seed=1)
+    expected = (truth[:50].sum() + (1 - truth[50:]).sum()) / 100
+    assert result["accuracy"]["value"] == pytest.approx(expected)
+
+
+def test_cluster_bootstrap_moves_a_clusters_rows_together():
+    # every image twice (two repeats of a cross-validation): resampling images as clusters gives exactly
+    # the intervals of the images alone, where resampling rows would pretend to twice the evidence
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 2, 80)
+    score = np.clip(truth * 0.3 + rng.random(80) * 0.7, 0, 1)
+    alone = bootstrap_intervals(truth, score, 0.5, rounds=100, seed=3)
+    twice = bootstrap_intervals(
+        np.r_[truth, truth], np.r_[score, score], 0.5, rounds=100, seed=3, clusters=np.r_[np.arange(80), np.arange(80)]
+    )
+    for name, value in alone.items():
+        assert twice[name] == pytest.approx(value), name
+    rows = bootstrap_intervals(np.r_[truth, truth], np.r_[score, score], 0.5, rounds=100, seed=3)
+    width = rows["accuracy"]["ci95_high"] - rows["accuracy"]["ci95_low"]
+    assert width < alone["accuracy"]["ci95_high"] - alone["accuracy"]["ci95_low"]

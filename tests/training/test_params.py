@@ -30,3 +30,41 @@ def test_every_servable_ood_method_is_accepted(tmp_path: Path, method: str) -> N
 def test_an_unknown_ood_method_is_refused_with_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"ood.method must be one of auto, mahalanobis, multilayer.*'knn'"):
         load_params(_with_ood_method(tmp_path, "knn"))
+
+
+def _with_cv(tmp_path: Path, **cv) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["cv"].update(cv)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_cv_epochs_null_means_the_pipelines_and_a_number_overrides(tmp_path: Path) -> None:
+    assert load_params(_with_cv(tmp_path, epochs=None)).cv.epochs is None
+    assert load_params(_with_cv(tmp_path, epochs=3)).cv.epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("cv", "message"),
+    [
+        ({"folds": 1}, r"cv.folds must be >= 2, cv.repeats >= 1 and cv.epochs null or >= 1, not 1, 2, None"),
+        ({"repeats": 0}, r"cv.folds must be >= 2.*not 5, 0, None"),
+        ({"epochs": 0}, r"cv.folds must be >= 2.*not 5, 2, 0"),
+        ({"epochs": "ten"}, r"params.cv.epochs \(or null\): expected int, got 'ten'"),
+        ({"folds": 2.5}, r"params.cv.folds: expected int, got 2.5"),
+        ({"fold": 5}, r"params.cv: unknown key\(s\) fold"),
+    ],
+)
+def test_bad_cv_values_are_refused_with_what_was_given(tmp_path: Path, cv: dict, message: str) -> None:
+    with pytest.raises(ParamsError, match=message):
+        load_params(_with_cv(tmp_path, **cv))
+
+
+def test_the_cards_params_hash_ignores_the_cv_section(tmp_path: Path) -> None:
+    # export does not depend on cv in dvc.yaml: a hash that read it would go stale when it changed
+    before = load_params(_with_cv(tmp_path, folds=5)).section_sha256()
+    assert load_params(_with_cv(tmp_path, folds=10)).section_sha256() == before
+    assert load_params(_with_cv(tmp_path)).section_sha256("cv") != load_params(
+        _with_cv(tmp_path, folds=10)
+    ).section_sha256("cv")
