@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup up model serve test test-fast lint system-deps bench scale image clean
+.PHONY: setup up model serve test test-fast lint system-deps bench bench-peers scale image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,9 +51,16 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/shellcheck deploy/*.sh deploy/ec2/*.sh .ci/run
 
-# The full benchmark (model latency + HTTP load + cold start); writes benchmarks/results/.
-bench: setup
+# The full benchmark (model latency + HTTP load + cold start, the peer servers side by side); writes
+# benchmarks/results/.
+bench: setup bench-peers
 	$(BIN)/python -m benchmarks
+
+# The peer servers' venvs (.venv-peer-NAME: BentoML, LitServe, KServe, FastAPI), one each because their
+# pins conflict; a venv already built is kept. About 1.5-2 minutes from scratch here. A failed install
+# does not stop the benchmark: the report says which peer failed and why.
+bench-peers: setup
+	$(BIN)/python -m benchmarks.peers.install
 
 # Horizontal scale on this host: Caddy (deploy/caddy/Caddyfile) in front of service processes, one stopped
 # mid-run; writes benchmarks/results/scale.{md,json}. Needs caddy (make system-deps).
@@ -65,4 +72,4 @@ image:
 	deploy/smoke_image.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .venv-peer-* .venv-seed
