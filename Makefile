@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup up model serve test test-fast lint system-deps bench bench-peers scale image clean
+.PHONY: setup up model serve test test-fast lint system-deps bench bench-peers bench-openvino scale image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ bench: setup bench-peers
 bench-peers: setup
 	$(BIN)/python -m benchmarks.peers.install
 
+# The int8 model beside OpenVINO's int8 at batch 1, 128 and 224 px (issue 14 target 7): a benchmark anchor
+# only, in its own .venv-openvino; writes benchmarks/results/openvino.{md,json}. Needs the model (dvc repro).
+bench-openvino: setup
+	$(BIN)/python -m benchmarks.openvino_anchor
+
 # Horizontal scale on this host: Caddy (deploy/caddy/Caddyfile) in front of service processes, one stopped
 # mid-run; writes benchmarks/results/scale.{md,json}. Needs caddy (make system-deps).
 scale: setup
@@ -72,4 +77,4 @@ image:
 	deploy/smoke_image.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .venv-peer-* .venv-seed
+	rm -rf $(VENV) .pytest_cache .venv-peer-* .venv-seed .venv-openvino
