@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: setup up model cv cv-smoke serve test test-fast lint system-deps bench scale image clean
+.PHONY: setup up model cv cv-smoke serve test test-fast lint system-deps bench bench-peers bench-openvino scale image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,9 +60,21 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/shellcheck deploy/*.sh deploy/ec2/*.sh .ci/run
 
-# The full benchmark (model latency + HTTP load + cold start); writes benchmarks/results/.
-bench: setup
+# The full benchmark (model latency + HTTP load + cold start, the peer servers side by side); writes
+# benchmarks/results/.
+bench: setup bench-peers
 	$(BIN)/python -m benchmarks
+
+# The peer servers' venvs (.venv-peer-NAME: BentoML, LitServe, KServe, FastAPI), one each because their
+# pins conflict; a venv already built is kept. About 1.5-2 minutes from scratch here. A failed install
+# does not stop the benchmark: the report says which peer failed and why.
+bench-peers: setup
+	$(BIN)/python -m benchmarks.peers.install
+
+# The int8 model beside OpenVINO's int8 at batch 1, 128 and 224 px (issue 14 target 7): a benchmark anchor
+# only, in its own .venv-openvino; writes benchmarks/results/openvino.{md,json}. Needs the model (dvc repro).
+bench-openvino: setup
+	$(BIN)/python -m benchmarks.openvino_anchor
 
 # Horizontal scale on this host: Caddy (deploy/caddy/Caddyfile) in front of service processes, one stopped
 # mid-run; writes benchmarks/results/scale.{md,json}. Needs caddy (make system-deps).
@@ -74,4 +86,4 @@ image:
 	deploy/smoke_image.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .venv-peer-* .venv-seed .venv-openvino

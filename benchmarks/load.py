@@ -1,11 +1,13 @@
-"""HTTP load: the service (micro-batching on and off, a small-queue overload run, fp32) and the
-seed-style baseline, driven over loopback at rising concurrency with real image files, plus cold starts.
+"""HTTP load: the service (micro-batching on and off, a small-queue overload run, fp32), the
+seed-style baseline and the peer servers (benchmarks/peers: what a user would pick instead), driven
+over loopback at rising concurrency with real image files, plus cold starts.
 
 Every level is bounded by a request cap and a time cap. Per level: exact p50/p95/p99 of the 200
 answers, throughput (200s per second), every status count (timeouts and connection errors
 included), the server's peak and mean RSS and CPU, and the CPU the client and other processes took.
 The machine is shared, so the whole sweep runs `rounds` times, scenarios interleaved, and each
-figure is the median over rounds (status counts are summed, RSS peaks are the maximum).
+figure is the median over rounds (status counts are summed, RSS peaks are the maximum). A peer that
+is not installed, fails to start or dies under load is a scenario with `failed` and the reason.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from benchmarks.harness.client import Call, Client, Result, Tally, closed_loop
+from benchmarks.harness.process import ServerFailed
 from benchmarks.harness.stats import nearest_rank
 from benchmarks.machine import Meter, wait_for_quiet
-from benchmarks.servers import Server, start_seed, start_service
+from benchmarks.peers import PEERS, Peer
+from benchmarks.peers.calls import multipart, peer_call
+from benchmarks.servers import Server, peer_python, start_peer, start_seed, start_service
 from service.card import CARD_FILE
 
 
@@ -64,11 +70,12 @@ class Target:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    server: str  # service | seed
+    server: str  # service | seed | peer
     env: dict[str, str] = field(default_factory=dict)
     levels: tuple[int, ...] = ()  # () = the plan's concurrency levels
     mix: bool = False  # add the real-file mix level
     protocols: bool = False  # the same image also through OIP JSON and OIP binary, at the same levels
+    peer: Peer | None = None
     # POST /admin/models/reload this often while the levels run (0: never): what a swap costs the traffic.
     swap_every_s: float = 0.0
 
@@ -107,52 +114,53 @@ def scenarios(plan: Plan) -> list[Scenario]:
             swap_every_s=RELOAD_S,
         ),
         Scenario("seed-style baseline (torch eager)", "seed", mix=True),
+        *(Scenario(peer_scenario(p), "peer", levels=(1, 16), peer=p) for p in PEERS),
     ]
+
+
+def peer_scenario(peer: Peer) -> str:
+    return f"peer: {peer.title}"
 
 
 def run_load(target: Target, plan: Plan) -> dict:
     """Every scenario, `plan.rounds` times, and the cold starts: the `http` section of the results."""
-    rounds = [[_run(target, plan, s, r) for s in scenarios(plan)] for r in range(plan.rounds)]
+    pythons = {p.name: peer_python(p) for p in PEERS}
+    rounds = [[_run(target, plan, s, r, pythons) for s in scenarios(plan)] for r in range(plan.rounds)]
     merged = [merge(list(runs)) for runs in zip(*rounds, strict=True)]
     return {"rounds": plan.rounds, "scenarios": merged, "cold_start": cold_starts(target, plan)}
 
 
-def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int) -> dict:
+def _run(target: Target, plan: Plan, scenario: Scenario, round_no: int, pythons: dict) -> dict:
+    if scenario.peer is not None:
+        return _run_peer(target, plan, scenario, round_no, *pythons[scenario.peer.name])
     quiet = wait_for_quiet(plan.quiet_wait_s) if plan.quiet_wait_s > 0 else {}
-    slug = "".join(c if c.isalnum() else "-" for c in scenario.name.lower())
-    log = target.work / f"server-{slug}-r{round_no}.log"
+    log = _log(target, scenario, round_no)
     env = {k: v.replace(MODEL_DIR, str(target.model_dir)) for k, v in scenario.env.items()}
     if scenario.server == "seed":
         server, path = start_seed(target.checkpoint, target.model_dir, log), "/predict"
+        call = partial(multipart, path, "file")  # the seed's FastAPI `UploadFile` field
     else:
         server, path = start_service(target.service_python, target.model_dir, log, **env), "/v1/predict"
+        call = partial(_post, path, content_type="image/png")
     swapper = Swapper(server.port, scenario.swap_every_s) if scenario.swap_every_s else None
     try:
-        png = [_post(path, target.png512, "image/png")]
+        png = [call(target.png512)]
+        answer = _answer(server, png[0])
         with swapper or contextlib.nullcontext():
             levels = [_level(server, png, c, plan, "png512") for c in scenario.levels or plan.concurrency]
         if scenario.protocols:
             for label, call in oip_calls(target.model_dir, target.png512).items():
                 levels += [_level(server, [call], c, plan, label) for c in scenario.levels]
         if scenario.mix and target.mix:
-            mixed = [_post(path, b, "application/octet-stream") for b in target.mix]
+            mixed = [call(b) for b in target.mix]
             levels.append(_level(server, mixed, plan.mix_concurrency, plan, f"real test split ({len(mixed)} files)"))
         split = breakdown(server, target.png512, plan.breakdown_requests) if scenario.server == "service" else {}
-        return {
-            "name": scenario.name,
-            "server": scenario.server,
-            "breakdown_c1": split,
-            "env": scenario.env,
-            "settings": server.settings(),
-            "torch_loaded": server.torch_loaded,
-            "ready_s": round(server.ready_s, 3),
-            "rss_at_ready_mb": round(server.rss_at_ready_mb, 1),
-            "rss_hwm_mb": round(server.rss_mb("VmHWM"), 1),  # lifetime peak, start-up included
-            "quiet_before": quiet,
-            "levels": levels,
-            **({"swaps": swapper.summary()} if swapper else {}),
-            **({"shadow": shadow_summary(server.port)} if "SHADOW_MODEL_DIR" in env else {}),
-        }
+        extra = {"breakdown_c1": split}
+        if swapper:
+            extra["swaps"] = swapper.summary()
+        if "SHADOW_MODEL_DIR" in env:
+            extra["shadow"] = shadow_summary(server.port)
+        return _record(scenario, server, quiet, levels, answer) | extra
     finally:
         server.stop()
 
@@ -210,11 +218,76 @@ def shadow_summary(port: int) -> dict:
     return {k: summary.get(k) for k in ("sample", "compared", "agree", "disagree", "dropped", "errors")}
 
 
+def _run_peer(target: Target, plan: Plan, scenario: Scenario, round_no: int, python: str | None, where: str) -> dict:
+    peer = scenario.peer
+    failed = {"name": scenario.name, "server": "peer", "peer": peer.name, "how": peer.how, "interpreter": where}
+    failed["levels"] = []
+    if python is None:
+        return failed | {"failed": where}
+    quiet = wait_for_quiet(plan.quiet_wait_s) if plan.quiet_wait_s > 0 else {}
+    try:
+        server = start_peer(peer, python, target.model_dir, _log(target, scenario, round_no))
+    except ServerFailed as exc:
+        return failed | {"failed": f"did not start: {_last_lines(str(exc))}"}
+    try:
+        call = peer_call(peer, target.png512, _model_name(target.model_dir))
+        answer = _answer(server, call)
+        levels = [_level(server, [call], c, plan, "png512") for c in scenario.levels]
+        return failed | _record(scenario, server, quiet, levels, answer)
+    except RuntimeError as exc:  # it died under load
+        return failed | {"failed": _last_lines(str(exc))}
+    finally:
+        server.stop()
+
+
+def _record(scenario: Scenario, server: Server, quiet: dict, levels: list[dict], answer: dict) -> dict:
+    return {
+        "name": scenario.name,
+        "server": scenario.server,
+        "env": scenario.env,
+        "settings": server.settings(),
+        "torch_loaded": server.torch_loaded,
+        "processes": server.processes,
+        "answer": answer,
+        "ready_s": round(server.ready_s, 3),
+        "rss_at_ready_mb": round(server.rss_at_ready_mb, 1),
+        "rss_hwm_mb": round(server.tree_rss_mb("VmHWM"), 1),  # lifetime peak, start-up included
+        "quiet_before": quiet,
+        "levels": levels,
+    }
+
+
+def _answer(server: Server, call: Call) -> dict:
+    """The label and probability one request gets: every server must answer the same image the same."""
+    (result,) = drive(server.port, [call], 1, 1, 30.0)
+    if result.status != 200:
+        raise RuntimeError(f"{server.name} answered {result.status or result.error}: {result.body[:300]!r}")
+    body = json.loads(result.body)
+    body = body["predictions"][0] if isinstance(body, dict) and "predictions" in body else body
+    body = body[0] if isinstance(body, list) else body
+    return {"label": body["label"], "probability": round(float(body["probability"]), 6)}
+
+
+def _model_name(model_dir: Path) -> str:
+    return json.loads((model_dir / CARD_FILE).read_text())["name"]
+
+
+def _log(target: Target, scenario: Scenario, round_no: int) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in scenario.name.lower())
+    return target.work / f"server-{slug}-r{round_no}.log"
+
+
+def _last_lines(text: str) -> str:
+    """The reason in a server's last words: its last error line, else its last line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
+    return (errors or lines or ["no output"])[-1][-400:]
+
+
 def oip_calls(model_dir: Path, image: bytes) -> dict[str, Call]:
     """The image as one BYTES element: base64 in an OIP JSON body, raw in an OIP binary body (what
     tritonclient sends by default: a JSON header, then the 4-byte length and the file)."""
-    name = json.loads((model_dir / CARD_FILE).read_text())["name"]
-    path = f"/v2/models/{name}/infer"
+    path = f"/v2/models/{_model_name(model_dir)}/infer"
     tensor = {"name": "image_bytes", "shape": [1], "datatype": "BYTES"}
     as_json = json.dumps({"inputs": [tensor | {"data": [base64.b64encode(image).decode()]}]}).encode()
     head = json.dumps({"inputs": [tensor | {"parameters": {"binary_data_size": 4 + len(image)}}]}).encode()
@@ -226,7 +299,7 @@ def oip_calls(model_dir: Path, image: bytes) -> dict[str, Call]:
     }
 
 
-def _post(path: str, body: bytes, content_type: str) -> Call:
+def _post(path: str, body: bytes, content_type: str = "application/octet-stream") -> Call:
     return Call("POST", path, body, (("Content-Type", content_type), ("Accept", "application/json")))
 
 
@@ -290,12 +363,21 @@ def breakdown(server: Server, body: bytes, count: int) -> dict:
 
 
 def merge(runs: list[dict]) -> dict:
-    """One scenario's rounds -> medians per level; status counts summed; peaks are maxima."""
+    """One scenario's rounds -> medians per level; status counts summed; peaks are maxima. Rounds in
+    which a peer failed are listed; a peer that failed in every round keeps the first failure."""
+    failed = [r for r in runs if "failed" in r]
+    runs = [r for r in runs if "failed" not in r]
+    if not runs:
+        return failed[0] | {"failed_rounds": len(failed)}
     out = {key: runs[0][key] for key in ("name", "server", "env", "settings", "torch_loaded")}
+    out |= {key: runs[0][key] for key in ("peer", "how", "interpreter", "processes", "answer") if key in runs[0]}
+    if failed:
+        out["failed_rounds"] = len(failed)
+        out["failures"] = [r["failed"] for r in failed]
     out["ready_s"] = statistics.median(r["ready_s"] for r in runs)
     out["rss_hwm_mb"] = max(r["rss_hwm_mb"] for r in runs)
     out["quiet_before"] = [r["quiet_before"] for r in runs]
-    split = [r["breakdown_c1"] for r in runs if r["breakdown_c1"]]
+    split = [r["breakdown_c1"] for r in runs if r.get("breakdown_c1")]
     out["breakdown_c1"] = {k: _median(b[k] for b in split) for k in split[0]} if split else {}
     out["levels"] = []
     for levels in zip(*(r["levels"] for r in runs), strict=True):

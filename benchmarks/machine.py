@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.harness.process import RssSampler
+from benchmarks.harness.process import RssSampler, tree_pids
 
 TICK = os.sysconf("SC_CLK_TCK")
 LIBRARIES = ("onnxruntime", "numpy", "pillow", "litestar", "uvicorn", "msgspec", "torch", "torchvision")
@@ -65,6 +65,17 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def tree_cpu_s(pid: int) -> dict[int, float]:
+    """utime + stime of `pid` and each of its descendants, by pid."""
+    out = {}
+    for member in tree_pids(pid):
+        try:
+            out[member] = process_cpu_s(member)
+        except OSError:  # exited meanwhile
+            continue
+    return out
+
+
 def self_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -91,17 +102,22 @@ class Usage:
 
 
 class Meter:
-    """A phase's CPU (server, client, everyone else) and the server's RSS; `stop()` returns its Usage."""
+    """A phase's CPU (server, client, everyone else) and the server's RSS; `stop()` returns its Usage.
+    The server is its whole process tree (a framework's supervisor and workers alike): CPU summed over
+    the processes alive at both ends of the phase, RSS summed at each sample."""
 
     def __init__(self, pid: int, interval_s: float = 0.05) -> None:
         self.pid = pid
-        self._rss = RssSampler(pid, interval_s).start()
-        self._start = (time.perf_counter(), busy_cpu_s(), process_cpu_s(pid), self_cpu_s())
+        self._rss = RssSampler(pid, interval_s, tree=True).start()
+        self._server0 = tree_cpu_s(pid)
+        self._start = (time.perf_counter(), busy_cpu_s(), self_cpu_s())
 
     def stop(self) -> Usage:
-        end = (time.perf_counter(), busy_cpu_s(), process_cpu_s(self.pid), self_cpu_s())
+        end = (time.perf_counter(), busy_cpu_s(), self_cpu_s())
+        server1 = tree_cpu_s(self.pid)
         self._rss.stop()
-        wall, busy, server, client = (b - a for a, b in zip(self._start, end, strict=True))
+        wall, busy, client = (b - a for a, b in zip(self._start, end, strict=True))
+        server = sum(cpu - self._server0[pid] for pid, cpu in server1.items() if pid in self._server0)
         return Usage(wall, server, client, busy - server - client, self._rss.peak, self._rss.mean)
 
 

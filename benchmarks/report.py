@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.findings import findings
+from benchmarks.peers.table import section as peers_section
 from benchmarks.refresh_report import refresh_section
 
 PLOT = "latency_vs_concurrency.png"
@@ -23,6 +24,7 @@ def write_report(results: dict, out: Path) -> Path:
         _title(results),
         headline(results),
         _targets(results),
+        peers_section(results),
         findings(results),
         _latency(results["latency"]),
         _http(results["http"]),
@@ -131,6 +133,9 @@ def _http(http: dict) -> str:
         f"![latency vs concurrency]({PLOT})"
     ]
     for s in http["scenarios"]:
+        if "failed" in s:
+            parts.append(f"### {s['name']}\n\nFailed: {s['failed']}")
+            continue
         rows = [head]
         for lv in s["levels"]:
             lat = lv["latency_ms"]
@@ -197,8 +202,10 @@ def _method() -> str:
         "- HTTP: a closed-loop asyncio client on keep-alive connections (its CPU is the 'client CPU' column); "
         "each level has a warm-up, then runs until its request cap or time cap; percentiles are exact (nearest "
         "rank) over the 200 answers; 'other CPU' is what other processes on the shared machine used meanwhile.\n"
-        "- The seed-style baseline: stdlib threaded HTTP server, torch eager ResNet-18 with PIL + torchvision "
-        "transforms in the request handler, no batching (benchmarks/seed_server.py).\n"
+        "- The seed-style baseline: FastAPI + uvicorn, multipart `file`, torch eager ResNet-18 with PIL + "
+        "torchvision transforms inside the `async def` endpoint, no batching (benchmarks/seed_server.py).\n"
+        "- Peer servers: benchmarks/peers/ (one module per framework, each in its own venv from "
+        "`make bench-peers`; a peer that is not installed or fails is reported as such).\n"
         "- Reproduce: `python -m benchmarks` (full) or `python -m benchmarks --smoke` (seconds; CI)."
     )
 

@@ -13,6 +13,8 @@ SERVICE = "service (batching on)"
 TRUST_OFF = "service (OOD gate off)"
 SEED = "seed-style baseline (torch eager)"
 LOAD_OK = {"200", "503"}
+# Issue 14: ahead of every peer server (benchmarks/peers), measured side by side in the same run.
+PEER_THROUGHPUT_X, PEER_P50_X, SEED_THROUGHPUT_X = 2.0, 0.7, 6.0
 
 
 def evaluate(results: dict) -> list[dict]:
@@ -29,6 +31,10 @@ def evaluate(results: dict) -> list[dict]:
     b1t2, b1t1 = ratio.get((1, 2), {}), ratio.get((1, 1), {})
     off1, off16 = _level(http, TRUST_OFF, 1), _level(http, TRUST_OFF, 16)
     trust_rows = [r["median_ms"] for r in latency.get("rows", []) if r.get("kind") == "trust"]
+    peers1, peers16 = peer_levels(http, 1), peer_levels(http, 16)
+    best_rps = max((lv["throughput_rps"] for lv in peers16.values()), default=None)
+    best_p50 = min((lv["latency_ms"]["p50"] for lv in peers1.values()), default=None)
+    least_cpu = min((lv["server_cpu_ms_per_request"] for lv in peers16.values()), default=None)
     measured = [
         _at_least("ORT int8 vs torch eager, batch 1, 2 threads", b1t2.get("torch_over_int8"), 4.0, "x"),
         _at_least("ORT fp32 vs torch eager, batch 1, 2 threads", b1t2.get("torch_over_fp32"), 1.6, "x"),
@@ -37,7 +43,11 @@ def evaluate(results: dict) -> list[dict]:
         _at_most("HTTP c=16 p99", _get(c16, lambda lv: lv["latency_ms"]["p99"]), 200.0, "ms"),
         _at_most("HTTP c=16 non-200 answers", _get(c16, _not_ok), 0, "answers"),
         _at_most("HTTP c=64 small queue: answers other than 200/503", _get(_top(overload), _not_200_503), 0, "answers"),
-        _at_least("c=16 throughput vs seed-style baseline", _ratio(c16, seed16, "throughput_rps"), 3.0, "x"),
+        _at_least(
+            "c=16 throughput vs seed-style baseline", _ratio(c16, seed16, "throughput_rps"), SEED_THROUGHPUT_X, "x"
+        ),
+        _at_least("c=16 throughput vs the best peer server", _over(_get(c16, _rps), best_rps), PEER_THROUGHPUT_X, "x"),
+        _at_most("c=1 p50 vs the best peer server's", _over(_get(c1, _p50), best_p50), PEER_P50_X, "x"),
         _at_most("serving RSS under load, int8", max(int8_rss) if int8_rss else None, 200.0, "MB"),
         _at_most(
             "serving RSS under load, int8 primary + shadow (compose mem_limit)",
@@ -57,8 +67,37 @@ def evaluate(results: dict) -> list[dict]:
         _at_least(
             "c=16 CPU per request: seed-style / service", _ratio(seed16, c16, "server_cpu_ms_per_request"), 3.0, "x"
         ),
+        _at_least(
+            "c=16 CPU per request: the most frugal peer's / the service's",
+            _over(least_cpu, _get(c16, lambda lv: lv["server_cpu_ms_per_request"])),
+            PEER_THROUGHPUT_X,
+            "x",
+        ),
     ]
     return [c | {"basis": "measured"} for c in measured] + [c | {"basis": "cpu-normalised"} for c in normalised]
+
+
+def peer_levels(http: dict, concurrency: int) -> dict[str, dict]:
+    """Each measured peer server's png512 level at `concurrency`, by scenario name (failed peers left out)."""
+    found = {}
+    for s in http["scenarios"]:
+        if s["server"] == "peer" and "failed" not in s:
+            level = _level(http, s["name"], concurrency)
+            if level is not None:
+                found[s["name"]] = level
+    return found
+
+
+def _rps(level: dict) -> float:
+    return level["throughput_rps"]
+
+
+def _p50(level: dict) -> float:
+    return level["latency_ms"]["p50"]
+
+
+def _over(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 2) if numerator and denominator else None
 
 
 def _first(values: list[float]) -> float | None:

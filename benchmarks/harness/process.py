@@ -37,6 +37,37 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise OSError(f"no {field} for pid {pid}")
 
 
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and every process below it (servers that fork workers: BentoML, LitServe, uvicorn --workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            parents.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += parents.get(current, [])
+    return found
+
+
+def tree_rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """The sum of `field` over the process tree (shared pages count once per process: an upper bound;
+    VmHWM summed is an upper bound of the tree's peak)."""
+    total = 0.0
+    for member in tree_pids(pid):
+        try:
+            total += rss_mb(member, field)
+        except OSError:  # exited meanwhile, or a kernel thread without the field
+            if member == pid:
+                raise
+    return total
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -117,6 +148,9 @@ class ServerProcess:
     def rss_mb(self, field: str = "VmRSS") -> float:
         return rss_mb(self.pid, field)
 
+    def tree_rss_mb(self, field: str = "VmRSS") -> float:
+        return tree_rss_mb(self.pid, field)
+
     def open_fds(self) -> int:
         return open_fds(self.pid)
 
@@ -149,10 +183,12 @@ def start_service(model_dir: Path, log_path: Path, python: str = sys.executable,
 
 
 class RssSampler:
-    """Samples a process's RSS (MB) every `every` seconds in a thread, for the peak of a phase."""
+    """Samples a process's RSS (MB) every `every` seconds in a thread, for the peak of a phase; with
+    `tree`, the sum over the process and its descendants."""
 
-    def __init__(self, pid: int, every: float = 0.05) -> None:
+    def __init__(self, pid: int, every: float = 0.05, tree: bool = False) -> None:
         self.pid, self.every = pid, every
+        self._measure = tree_rss_mb if tree else rss_mb
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
@@ -174,7 +210,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.samples.append(rss_mb(self.pid))
+                self.samples.append(self._measure(self.pid))
             except OSError:  # the process exited; the caller notices
                 return
             self._stop.wait(self.every)
