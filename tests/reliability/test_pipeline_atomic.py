@@ -36,6 +36,10 @@ ALLOWED_WRITES = {
     ("export/stage.py", "(staging / OOD_STATS_FILE).write_bytes"): "into export's staging folder",
     ("training/ood_sets.py", ".save(out"): "into memory",
     ("export/write_card.py", "(model_dir / CARD_FILE).write_bytes"): "into export's staging folder",
+    # make cv-smoke's throwaway copy of the project (a folder it creates), never a stage's output.
+    ("training/cv_smoke.py", "shutil.copytree(source, root / item"): "into cv-smoke's own sandbox folder",
+    ("training/cv_smoke.py", "shutil.copy2(source, root / item)"): "into cv-smoke's own sandbox folder",
+    ("training/cv_smoke.py", '(root / "params.yaml").write_text'): "into cv-smoke's own sandbox folder",
 }
 WRITE = re.compile(
     r"write_text\(|write_bytes\(|\.open\([\"'][wa]|open\([^)]*[\"'][wa]b?[\"']|torch\.save\(|savefig\(|"
