@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.findings import findings
+from benchmarks.formatting import number as _num
 from benchmarks.peers.table import section as peers_section
 from benchmarks.refresh_report import refresh_section
 
@@ -272,14 +273,6 @@ def _s(c: dict | None) -> str:
 
 def _x(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}x"
-
-
-def _num(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}"
-    return str(v)
 
 
 if __name__ == "__main__":

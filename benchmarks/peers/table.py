@@ -3,6 +3,7 @@ the same run's interleaved rounds (benchmarks/load.py), with the issue-14 ratios
 
 from __future__ import annotations
 
+from benchmarks.formatting import number
 from benchmarks.targets import PEER_P50_X, PEER_THROUGHPUT_X, SEED, SEED_THROUGHPUT_X, SERVICE, peer_levels
 
 
@@ -53,13 +54,13 @@ def _row(title: str, s: dict | None) -> str:
         _lat(c1, "p50"),
         _lat(c1, "p99"),
         _get(c16, "throughput_rps"),
-        ", ".join(_fmt(v) for v in c16.get("throughput_rps_rounds", [])) if c16 else "n/a",
+        ", ".join(number(v) for v in c16.get("throughput_rps_rounds", [])) if c16 else "n/a",
         _lat(c16, "p99"),
         _get(c16, "server_cpu_ms_per_request"),
         _get(c16, "other_cpu_cores"),
-        _fmt(s.get("rss_peak_mb")),
+        number(s.get("rss_peak_mb")),
         str(s.get("processes", "n/a")),
-        _fmt(s.get("ready_s")),
+        number(s.get("ready_s")),
         said,
     ]
     flaky = f" ({s['failed_rounds']} round(s) failed)" if s.get("failed_rounds") else ""
@@ -109,16 +110,8 @@ def _at(s: dict, c: int) -> dict | None:
 
 
 def _lat(level: dict | None, key: str) -> str:
-    return _fmt(level["latency_ms"][key]) if level else "n/a"
+    return number(level["latency_ms"][key]) if level else "n/a"
 
 
 def _get(level: dict | None, key: str) -> str:
-    return _fmt(level[key]) if level else "n/a"
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}"
-    return str(v)
+    return number(level[key]) if level else "n/a"

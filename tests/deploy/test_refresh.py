@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.test_release import FAKES, REPO, ROOT, SHA1, SHA2, Host
+from tests.deploy.test_release import ROOT, SHA1, SHA2, Host, fake_host
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None, reason="needs bash")
 ADMIN_KEY = "admin-0123456789abcdef"
@@ -38,16 +38,6 @@ class RefreshHost(Host):
 
     def deploy_refresh(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.deploy("--refresh", *args)
-
-    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(ROOT / "deploy" / "deploy.sh"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=ROOT,
-        )
 
     def link(self, name: str) -> str | None:
         path = self.models / name
@@ -86,22 +76,7 @@ def sha(folder: Path) -> str:
 @pytest.fixture
 def host(tmp_path: Path) -> RefreshHost:
     """The fake host after a first release (the image's own model serving), with an admin key."""
-    state, folder = tmp_path / "fake-state", tmp_path / "opt-chest-cancer-net"
-    state.mkdir()
-    folder.mkdir()
-    (state / "calls.log").touch()
-    env = {
-        **os.environ,
-        "PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_STATE": str(state),
-        "RELEASE_DIR": str(folder),
-        "REMOTE_DIR": str(folder),
-        "READY_TIMEOUT_S": "1",
-        "POLL_S": "0.05",
-        "INSTANCE_ID": "i-0123456789abcdef0",
-        "REPOSITORY": REPO,
-        "AWS_REGION": "eu-west-1",
-    }
+    folder, state, env = fake_host(tmp_path)
     for source, name in (("compose.yaml", "compose.yaml"), ("deploy/compose.refresh.yaml", "compose.refresh.yaml")):
         (folder / name).write_text((ROOT / source).read_text())
     (folder / "settings.env").write_text(f"API_KEY=0123456789abcdef0123\nADMIN_API_KEY={ADMIN_KEY}\n")

@@ -34,9 +34,9 @@ class Host:
             timeout=60,
         )
 
-    def deploy(self, sha: str) -> subprocess.CompletedProcess[str]:
+    def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(ROOT / "deploy" / "deploy.sh"), sha],
+            ["bash", str(ROOT / "deploy" / "deploy.sh"), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -58,8 +58,8 @@ class Host:
             f.write(f"{REPO}:{sha}\n")
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Host:
+def fake_host(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The host's release folder, the fakes' state folder and the environment that puts the fakes first."""
     state, folder = tmp_path / "fake-state", tmp_path / "opt-chest-cancer-net"
     state.mkdir()
     folder.mkdir()
@@ -76,6 +76,12 @@ def host(tmp_path: Path) -> Host:
         "REPOSITORY": REPO,
         "AWS_REGION": "eu-west-1",
     }
+    return folder, state, env
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    folder, state, env = fake_host(tmp_path)
     (folder / "compose.yaml").write_text((ROOT / "compose.yaml").read_text())
     return Host(folder, state, env)
 
