@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from service.errors import Forbidden, Unauthorized
 from service.inference.reload import ModelsState, Reloader
 from service.web.apidoc import ERROR_RESPONSES
+from service.web.routes import runtime_of
 
 PREFIX = "/admin"
 HEADER = "x-admin-key"
@@ -38,9 +39,7 @@ def admin_router(key: str) -> Router:
 
 
 def reloader_of(state: State) -> Reloader:
-    from service.web.routes import runtime_of  # the same "not loaded yet" answer as every route
-
-    runtime_of(state)
+    runtime_of(state)  # the same "not loaded yet" answer as every route
     return state.reloader
 
 
