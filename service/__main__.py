@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         forwarded_allow_ips=list(settings.forwarded_allow_ips) or None,
         timeout_keep_alive=settings.keepalive_s,
         # No limit_concurrency: it counts idle and half-open sockets (service.web.connections counts requests).
-        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
         timeout_graceful_shutdown=settings.drain_timeout_s,
         backlog=256,
     )

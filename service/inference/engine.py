@@ -116,5 +116,8 @@ def _session_options(threads: int) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     # Spinning idle threads would burn a burstable instance's CPU credits and starve the decoders.
+    # Measured side by side in the service (2 rounds, 512x512 PNG): spinning takes 0.6 ms off inference
+    # at c=1 but costs 20.1 against 11.6 ms of CPU per request there, and c=16 falls from 178 to 156
+    # req/s; spinning only within a run (session.force_spinning_stop) bought nothing (3.63 vs 3.58 ms).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options

@@ -21,39 +21,66 @@ into a plain-text 503. Here instead:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
-import h11
 import msgspec
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import Overloaded
 from service.observability.metrics import Metrics
 from service.web.observe import PROBES
 from service.web.schemas import ErrorBody
 
+# Request line + headers a connection may send before its headers are complete (h11's default
+# buffering limit was the same 16 KiB): past it the request is refused with 400 and the socket closed.
+MAX_HEADER_BYTES = 16 * 1024
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections whose request headers are late."""
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools (llhttp) protocol, closing connections whose request headers are late or too big.
+
+    httptools rather than h11: a C parser where h11 is pure Python. Measured side by side (512x512 PNG,
+    3 interleaved rounds, medians): outside the handler at c=1 1.42 ms against h11's 1.70, and 214 against
+    196 req/s at c=16. uvloop bought nothing at c=1 (1.66 against 1.66 ms), so the loop stays asyncio.
+    """
 
     header_timeout_s = 5.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._in_headers = True
         super().connection_made(transport)
         self._arm_header_timer()
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is h11.IDLE:  # still waiting for (the rest of) a request's headers
-            self._arm_header_timer()
-        else:
-            self._cancel_header_timer()
+    def on_message_begin(self) -> None:  # llhttp calls it on a request's first byte
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+        self._arm_header_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def _count_header_bytes(self, count: int) -> None:
+        self._header_bytes += count
+        if self._header_bytes > MAX_HEADER_BYTES:
+            # Raised inside llhttp's callback, it surfaces as HttpParserError: uvicorn answers 400 and closes.
+            raise ValueError("request headers too large")
 
     def _arm_header_timer(self) -> None:
         # Armed once per request: further bytes do not extend it (that is what a slow client relies on).
@@ -67,9 +94,7 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            with contextlib.suppress(h11.LocalProtocolError):
-                self.conn.send(h11.ConnectionClosed())
+        if self._in_headers and not self.transport.is_closing():
             self.transport.close()
 
 

@@ -23,6 +23,7 @@ LEAKS = (
     "msgspec",
     "uvicorn",
     "h11",
+    "httptools",
     "zlib",
     "libjpeg",
     "Errno",

@@ -131,7 +131,7 @@ def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -
     answer = _raw(server.port, head + b"\x89PNG\r\n\x1a\n")
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"error":"request_timeout"' in answer and time.perf_counter() - started < 5
-    # Headers that never end are not buffered past the h11 limit (16 KiB): the server gives up.
+    # Headers that never end are not buffered past 16 KiB (connections.MAX_HEADER_BYTES): the server gives up.
     endless = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 40_000
     answer = _raw(server.port, endless)
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
@@ -150,6 +150,32 @@ def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -
     finally:
         for sock in held:
             sock.close()
+
+
+def _first_answer(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except (ConnectionResetError, TimeoutError):
+        return b""
+
+
+def test_header_deadline_and_size_hold_on_keep_alive_connections(model_dir: Path, start_server) -> None:
+    server = start_server(model_dir, HEADER_TIMEOUT_S="0.5", KEEPALIVE_S="5")
+    server.wait_ready()
+    probe = b"GET /health/live HTTP/1.1\r\nHost: x\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(probe + b"\r\n")
+        assert _first_answer(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(0.8)  # an idle keep-alive pause past the header deadline is KEEPALIVE_S's to judge
+        sock.sendall(probe)  # the next request's headers start and never finish
+        started = time.perf_counter()
+        assert _first_answer(sock) == b""  # closed by the header deadline, counted from that first byte
+        assert 0.3 < time.perf_counter() - started < 3
+    # Request line + headers: up to 16 KiB are served, past it the request is a 400 and the socket closes.
+    for junk, status in ((15_000, b"200"), (17_000, b"400")):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(probe + b"X-Junk: " + b"a" * junk + b"\r\n\r\n")
+            assert _first_answer(sock).startswith(b"HTTP/1.1 " + status), junk
 
 
 def test_a_client_that_leaves_mid_body_is_not_a_server_error(model_dir: Path, start_server) -> None:
