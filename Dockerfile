@@ -60,6 +60,7 @@ RUN set -eu; \
     python3 /wheels/strip_elf.py "$site"; \
     /opt/venv/bin/python -c "import onnxruntime, numpy, PIL.Image, PIL._imaging, litestar, uvicorn, yaml._yaml, msgspec, multidict, pydicom.pixels, openjpeg, libjpeg; numpy.ones((4, 4)) @ numpy.ones((4, 4))"; \
     python3 /wheels/runtime_rootfs.py /rootfs /opt/venv; \
+    python3 /wheels/strip_elf.py /rootfs/usr /rootfs/lib /rootfs/opt; \
     mkdir -p /venvroot/opt && mv /rootfs/opt/venv /venvroot/opt/
 COPY service/ /app/service/
 # unchecked-hash: the .pyc files stay valid after COPY --from changes the sources' mtimes.

@@ -37,6 +37,7 @@ ETC = {
     "etc/passwd": "root:x:0:0:root:/root:/sbin/nologin\napp:x:10001:10001::/nonexistent:/sbin/nologin\n",
     "etc/group": "root:x:0:\napp:x:10001:\n",
     "etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+    "etc/hosts": "127.0.0.1 localhost\n::1 localhost\n",  # container runtimes mount their own over it
 }
 
 
@@ -130,6 +131,8 @@ def main(root_dir: str, venv_dir: str) -> None:
 
     def keep(path: Path) -> bool:
         if path.parent == stdlib and path.name in STDLIB_DROP or path.name.startswith("config-3"):
+            return False
+        if re.search(r"\.opt-[12]\.pyc$", path.name):  # read only under python -O, which nothing runs
             return False
         return not (path.parent == dynload and DYNLOAD_DROP.match(path.name))
 
