@@ -8,20 +8,22 @@
 # Checks: a build without models/ fails with the gate's message; the image builds; it starts with a
 # read-only root, /tmp as tmpfs, no capabilities and no new privileges; /health/ready answers; a real
 # image is predicted and counted in /metrics; the HEALTHCHECK passes; PID 1 is not root; there is no
-# compiler, torch or training code; the size is at most MAX_IMAGE_MB; SIGTERM stops it with exit 0.
+# compiler, shell, package manager, torch or training code; the image's pydicom decodes JPEG 2000,
+# JPEG-LS and JPEG DICOM files (pydicom's own test files, sent in on stdin) with the pylibjpeg plugins
+# to the uncompressed file's pixels; the size is at most MAX_IMAGE_MB; SIGTERM stops it with exit 0.
 # Last line: `image <tag> <size> MB, ready in <seconds> s`.
 #
 # Env: MODEL_DIR   the models folder to build from (default models/; when that has no card, a tiny
 #                  model from the service tests' fixture builder, said so in the output)
 #      PREDICT_IMAGE  the image to predict (default a test image of ../shared/data, else a made one)
 #      BASE_IMAGE  a Python base to build on instead of the local one (e.g. python:3.11-slim)
-#      IMAGE_TAG (localhost/chest-cancer-net:smoke)  MAX_IMAGE_MB (300)  READY_TIMEOUT_S (120)
+#      IMAGE_TAG (localhost/chest-cancer-net:smoke)  MAX_IMAGE_MB (200)  READY_TIMEOUT_S (120)
 #      CACHE_DIR (~/.cache/chest-cancer-net: base tarball, wheelhouse)  PYTHON (.venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tag=${IMAGE_TAG:-localhost/chest-cancer-net:smoke}
-max_mb=${MAX_IMAGE_MB:-300}
+max_mb=${MAX_IMAGE_MB:-200}
 cache=${CACHE_DIR:-$HOME/.cache/chest-cancer-net}
 export CACHE_DIR=$cache
 python=${PYTHON:-.venv/bin/python}
@@ -105,7 +107,7 @@ fi
 ctx=$work/ctx
 mkdir -p "$ctx/deploy"
 cp Dockerfile .dockerignore "$ctx/"
-cp deploy/check_models.py "$lock" "$ctx/deploy/"
+cp deploy/check_models.py deploy/strip_elf.py deploy/runtime_rootfs.py "$lock" "$ctx/deploy/"
 cp -r service "$ctx/service"
 cp -r "$wheels" "$ctx/wheelhouse"
 build=(podman build --format docker "${limits[@]}" --network none --build-arg "BASE_IMAGE=$base")
@@ -150,16 +152,41 @@ if [ -n "$dicom" ]; then
   say "predicted DICOM $(basename "$dicom"): $(python3 deploy/smoke_probe.py predict "$url" "$dicom")" || fail "DICOM prediction"
 fi
 podman healthcheck run "$name" >/dev/null 2>&1 || fail "the image's HEALTHCHECK did not pass"
-uid=$(podman exec "$name" sh -c 'grep ^Uid: /proc/1/status' | awk '{print $2}')
+# The image has Python and nothing else to run: every check inside it is Python.
+in_image() { podman exec -i "$name" python -c "$@"; }
+uid=$(in_image "print(open('/proc/1/status').read().split('Uid:')[1].split()[0])")
 [ "$uid" != 0 ] || fail "PID 1 runs as root"
-podman exec "$name" sh -c 'touch /app/x' 2>/dev/null && fail "the root filesystem is writable"
-podman exec "$name" python -c '
+in_image "open('/app/x', 'w')" 2>/dev/null && fail "the root filesystem is writable"
+in_image '
 import importlib.util, shutil, sys
 bad = [m for m in ("torch", "training", "export", "onnx", "pip") if importlib.util.find_spec(m)]
-bad += [c for c in ("gcc", "cc", "g++") if shutil.which(c)]
+bad += [c for c in ("gcc", "cc", "g++", "sh", "bash", "apt-get", "dpkg") if shutil.which(c)]
 sys.exit(f"found in the image: {bad}" if bad else 0)' || fail "the image carries build or training tools"
+# The DICOM codecs: each compressed file decoded in the image by the plugin named (its test files are
+# not in the image, so the host's copy is piped in), and the lossless ones compared with MR_small.dcm.
+decode() {
+  in_image '
+import hashlib, io, sys
+from pydicom import dcmread
+from pydicom.pixels import pixel_array
+ds = dcmread(io.BytesIO(sys.stdin.buffer.read()))
+a = pixel_array(ds, decoding_plugin=sys.argv[1]) if sys.argv[1] else pixel_array(ds)
+print(a.shape, a.dtype, hashlib.sha256(a.tobytes()).hexdigest()[:16])' "$2" <"$1"
+}
+testdata=$("$python" -c "import pydicom.data, os; print(os.path.dirname(pydicom.data.get_testdata_file('MR_small.dcm')))" 2>/dev/null || true)
+if [ -n "$testdata" ]; then
+  plain=$(decode "$testdata/MR_small.dcm" "") || fail "MR_small.dcm did not decode in the image"
+  for pair in MR_small_jp2klossless.dcm:pylibjpeg MR_small_jpeg_ls_lossless.dcm:pylibjpeg; do
+    got=$(decode "$testdata/${pair%%:*}" "${pair##*:}") || fail "${pair%%:*} did not decode in the image"
+    [ "$got" = "$plain" ] || fail "${pair%%:*} decoded to $got, not MR_small.dcm's $plain"
+  done
+  rgb=$(decode "$testdata/SC_rgb_jpeg_dcmtk.dcm" pylibjpeg) || fail "SC_rgb_jpeg_dcmtk.dcm (JPEG baseline) did not decode in the image"
+  say "DICOM codecs in the image: JPEG 2000 and JPEG-LS lossless = MR_small.dcm $plain; JPEG baseline $rgb"
+else
+  say "no pydicom test files on the host: the DICOM codec check is skipped"
+fi
 memory=$(podman stats --no-stream --format '{{.MemUsage}}' "$name" 2>/dev/null | cut -d/ -f1 || true)
-say "user $uid, read-only root, no compiler/torch/training code, memory ${memory:-?}"
+say "user $uid, read-only root, no compiler/shell/apt/torch/training code, memory ${memory:-?}"
 
 size_mb=$(podman image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f", $1 / 1e6}')
 [ "$size_mb" -le "$max_mb" ] || fail "the image is $size_mb MB, over $max_mb MB"

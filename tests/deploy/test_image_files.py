@@ -28,7 +28,10 @@ def instructions(keyword: str) -> list[str]:
 
 def test_dockerfile_runtime_stage() -> None:
     assert instructions("ARG")[0] == "BASE_IMAGE=python:3.11-slim"
-    assert all(f.startswith("${BASE_IMAGE}") for f in instructions("FROM"))
+    *stages, final = instructions("FROM")
+    assert all(f.startswith("${BASE_IMAGE}") for f in stages)
+    # The runtime is the base's Python and the libraries it loads, copied onto nothing (runtime_rootfs.py).
+    assert final == "scratch" and "--from=build /rootfs /" in instructions("COPY")
     assert instructions("USER") == ["10001:10001"]
     entry = json.loads(instructions("ENTRYPOINT")[0])  # exec form: Python is PID 1 and gets SIGTERM
     assert entry[:3] == ["/opt/venv/bin/python", "-m", "service"] and entry[3:5] == ["--host", "0.0.0.0"]
