@@ -29,7 +29,7 @@ SCENARIOS = {
     "seed-style baseline (torch eager)",
     *(f"peer: {peer.title}" for peer in PEERS),
 }
-TARGETS = 21
+TARGETS = 27
 
 
 @pytest.fixture(scope="module")
