@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,10 +154,21 @@ def test_slow_and_oversized_clients_are_cut_off(model_dir: Path, start_server) -
 
 
 def _first_answer(sock: socket.socket) -> bytes:
+    """One whole answer (head and Content-Length body, however the server's writes were split), or b""
+    once the server has closed the connection."""
+    answer = b""
     try:
-        return sock.recv(65536)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if sep and length and len(body) >= int(length.group(1)):
+                return answer
     except (ConnectionResetError, TimeoutError):
-        return b""
+        return answer
 
 
 def test_header_deadline_and_size_hold_on_keep_alive_connections(model_dir: Path, start_server) -> None:
