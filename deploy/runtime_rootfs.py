@@ -130,7 +130,7 @@ def main(root_dir: str, venv_dir: str) -> None:
     dynload = Path(sysconfig.get_path("platstdlib")) / "lib-dynload"
 
     def keep(path: Path) -> bool:
-        if path.parent == stdlib and path.name in STDLIB_DROP or path.name.startswith("config-3"):
+        if (path.parent == stdlib and path.name in STDLIB_DROP) or path.name.startswith("config-3"):
             return False
         if re.search(r"\.opt-[12]\.pyc$", path.name):  # read only under python -O, which nothing runs
             return False
@@ -146,9 +146,8 @@ def main(root_dir: str, venv_dir: str) -> None:
     for lib in sorted(libraries | {beside_libc(libraries, name) for name in ALWAYS}):
         if not lib.startswith(venv_dir + "/"):
             root.copy(lib)
-    for path in ("/etc/ld.so.cache",):
-        if Path(path).exists():
-            root.copy(path)
+    if Path("/etc/ld.so.cache").exists():
+        root.copy("/etc/ld.so.cache")
     for path, text in ETC.items():
         (root.root / path).parent.mkdir(parents=True, exist_ok=True)
         (root.root / path).write_text(text)
