@@ -71,6 +71,7 @@ def run_fold(part: dict, x, targets, groups, params: Params, hp: HParams, device
         params.train.seed,
         device,
         unscored,
+        params.train.recipe,
         patience=params.train.patience,
         on_epoch=lambda epoch, row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
     )

@@ -1,5 +1,6 @@
-"""The training loop shared by `tune` and `train`: AdamW, cosine schedule, class-weighted loss,
-CT-suited augmentation, early stopping and checkpoint choice on the validation split only."""
+"""The training loop shared by `tune`, `train` and `cv`: AdamW, warm-up then cosine schedule, class-weighted
+loss (optionally label-smoothed), CT-suited augmentation, an optional moving average of the weights, early
+stopping and checkpoint choice on the validation split only."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from service.card import NORMAL_LABEL
 from service.inference.decision import DecisionRule
 from training.metrics import roc_auc
 from training.model import ChestNet
+from training.params import Recipe
 
 
 @dataclass(frozen=True)
@@ -74,18 +76,53 @@ def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> tor
     return x * contrast.view(-1, 1, 1, 1) + brightness.view(-1, 1, 1, 1) + noise
 
 
-def loss_fn(rule: DecisionRule, targets: np.ndarray, device: torch.device) -> Callable:
-    """Class-weighted BCE on "not normal" (a binary rule's one logit) or cross-entropy (multiclass)."""
+def loss_fn(rule: DecisionRule, targets: np.ndarray, device: torch.device, smoothing: float = 0.0) -> Callable:
+    """Class-weighted BCE on "not normal" (a binary rule's one logit) or cross-entropy (multiclass).
+    `smoothing` moves each hard target that far towards the uniform one (0 = the plain loss)."""
     counts = np.bincount(targets, minlength=len(rule.labels)).astype(np.float64)
     counts[counts == 0] = 1
     normal = rule.normal_index
     if rule.binary:
         pos_weight = torch.tensor(counts[normal] / (counts.sum() - counts[normal]), dtype=torch.float32, device=device)
         return lambda logits, y: F.binary_cross_entropy_with_logits(
-            logits[:, 0], (y != normal).float(), pos_weight=pos_weight
+            logits[:, 0], (y != normal).float() * (1 - smoothing) + smoothing / 2, pos_weight=pos_weight
         )
     weights = torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32, device=device)
-    return lambda logits, y: F.cross_entropy(logits, y, weight=weights)
+    return lambda logits, y: F.cross_entropy(logits, y, weight=weights, label_smoothing=smoothing)
+
+
+def warmup_cosine(epochs: int, warmup: int) -> Callable[[int], float]:
+    """The learning-rate factor of each epoch: linear from 1/(warmup+1) up to 1, then a cosine to 0.
+    Warm-up keeps the first steps on a from-scratch network (and fresh batch-norm statistics) small."""
+    warmup = min(warmup, epochs - 1)
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / (epochs - warmup)))
+
+    return factor
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics, updated every step.
+    Validation on a few dozen images swings from epoch to epoch with the last batches' updates; the
+    average is the smoother model to validate, choose by and keep. The decay ramps up from 0.1 so that
+    the average is not anchored to the random initial weights."""
+
+    def __init__(self, model: ChestNet, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.steps = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: ChestNet) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, current in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if average.dtype.is_floating_point:
+                average.lerp_(current, 1 - decay)
+            else:  # batch norm's step counter
+                average.copy_(current)
 
 
 @torch.no_grad()
@@ -105,27 +142,32 @@ def fit(
     seed: int,
     device: torch.device,
     rule: DecisionRule,
+    recipe: Recipe,
     patience: int | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[ChestNet, History]:
     """Train and return the model at its best validation loss (a copy), with the per-epoch history.
-    `rule` is the task's decision rule (threshold 0.5 for the validation accuracy logged per epoch)."""
+    `rule` is the task's decision rule (threshold 0.5 for the validation accuracy logged per epoch).
+    With `recipe.ema` on, the weight average is what is validated, chosen and returned."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device).set_dropout(hp.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    criterion = loss_fn(rule, train[1], device)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs, recipe.warmup_epochs))
+    criterion = loss_fn(rule, train[1], device, recipe.label_smoothing)
+    val_criterion = loss_fn(rule, train[1], device)  # unsmoothed: the validation loss stays a plain NLL
+    average = WeightAverage(model, recipe.ema) if recipe.ema > 0 else None
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     history, best_state = History(), None
     for epoch in range(epochs):
-        train_loss = _one_epoch(model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch)
+        train_loss = _one_epoch(model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch, average)
         schedule.step()
-        row = {"epoch": epoch, "train_loss": train_loss, **_validate(model, val, criterion, device, rule)}
+        judged = model if average is None else average.model
+        row = {"epoch": epoch, "train_loss": train_loss, **_validate(judged, val, val_criterion, device, rule)}
         history.epochs.append(row)
         if row["val_loss"] < history.best_val_loss:
             history.best_val_loss, history.best_epoch = row["val_loss"], epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(judged.state_dict())
         if on_epoch is not None:
             on_epoch(epoch, row)  # may raise (e.g. optuna.TrialPruned)
         if patience is not None and epoch - history.best_epoch >= patience:
@@ -134,7 +176,7 @@ def fit(
     return model.eval(), history
 
 
-def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch) -> float:
+def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch, average) -> float:
     model.train()
     order = torch.randperm(len(x), generator=generator)
     batches = range(0, len(x), hp.batch_size)
@@ -148,6 +190,8 @@ def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch) 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         total += loss.item() * len(index)
     return total / len(x)
 

@@ -82,11 +82,21 @@ class Tune:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How training.fit trains beyond the tuned hyper-parameters (tune, train and cv all use it)."""
+
+    warmup_epochs: int  # linear learning-rate warm-up before the cosine decay; 0 = none
+    ema: float  # per-step decay of an exponential moving average of the weights, which is validated and kept; 0 = off
+    label_smoothing: float  # share of each target spread over the classes; 0 = off
+
+
+@dataclass(frozen=True)
 class Train:
     epochs: int
     patience: int
     seed: int
     device: str
+    recipe: Recipe
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,12 @@ def _check(p: Params) -> None:
         low, high = getattr(p.tune, name)
         if low > high:
             errors.append(f"tune.{name}: low {low} > high {high}")
+    recipe = p.train.recipe
+    if recipe.warmup_epochs < 0 or not 0.0 <= recipe.ema < 1.0 or not 0.0 <= recipe.label_smoothing < 0.5:
+        errors.append(
+            "train.recipe: warmup_epochs must be >= 0, ema in [0, 1) and label_smoothing in [0, 0.5), not "
+            f"{recipe.warmup_epochs}, {recipe.ema}, {recipe.label_smoothing}"
+        )
     if p.tune.n_trials < 1 or p.tune.epochs < 1 or p.train.epochs < 1:
         errors.append("tune.n_trials, tune.epochs and train.epochs must be >= 1")
     if not 0.0 <= p.data.near_duplicates < 1.5:

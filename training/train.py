@@ -31,6 +31,7 @@ def main() -> None:
             params.train.seed,
             device,
             task_rule(meta),
+            params.train.recipe,
             patience=params.train.patience,
             on_epoch=lambda epoch, row: mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch),
         )

@@ -32,9 +32,9 @@ def suggest(trial: optuna.Trial, space: Tune) -> HParams:
 
 
 def study_name(params) -> str:
-    """Same search, data and start point -> same study; n_trials is left out so raising it extends."""
+    """Same search, data, start point and recipe -> same study; n_trials is left out so raising it extends."""
     search = {k: v for k, v in params.raw["tune"].items() if k != "n_trials"}
-    shaping = json.dumps([search, params.raw["preprocess"]], sort_keys=True).encode()
+    shaping = json.dumps([search, params.raw["preprocess"], params.raw["train"]["recipe"]], sort_keys=True).encode()
     data = (PREPARED_DIR / MANIFEST).read_bytes()
     return "tune-" + hashlib.sha256(shaping + data + BASE_MODEL.read_bytes()).hexdigest()[:16]
 
@@ -76,6 +76,7 @@ def main() -> None:
                 space.seed + trial.number,
                 device,
                 task_rule(meta),
+                params.train.recipe,
                 on_epoch=report,
             )
         return history.best_val_loss

@@ -1,0 +1,98 @@
+"""training.fit's recipe pieces: the warm-up + cosine schedule, the weight average and label smoothing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from service.inference.decision import DecisionRule  # noqa: E402
+from training.fit import HParams, WeightAverage, fit, loss_fn, warmup_cosine  # noqa: E402
+from training.model import build_model  # noqa: E402
+from training.params import Recipe  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+BINARY = DecisionRule("binary", ("adenocarcinoma", "normal"), "normal")
+
+
+def test_without_warmup_the_schedule_is_the_plain_cosine():
+    factor = warmup_cosine(10, 0)
+    assert [factor(e) for e in range(10)] == pytest.approx([0.5 * (1 + math.cos(math.pi * e / 10)) for e in range(10)])
+
+
+def test_warmup_rises_linearly_to_the_full_rate_then_decays():
+    factor = warmup_cosine(10, 3)
+    assert [factor(e) for e in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    later = [factor(e) for e in range(3, 10)]
+    assert later == sorted(later, reverse=True) and later[-1] > 0
+
+
+def test_warmup_longer_than_the_run_still_reaches_the_full_rate():
+    factor = warmup_cosine(3, 10)  # capped at epochs - 1
+    assert [factor(e) for e in range(3)] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_the_weight_average_follows_early_then_lags_behind():
+    torch.manual_seed(0)
+    model = build_model("binary", ["adenocarcinoma", "normal"])
+    average = WeightAverage(model, decay=0.99)
+    weight = next(model.parameters())
+    start = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    average.update(model)  # first step: decay 2/11, so the average moves 9/11 of the way
+    moved = next(average.model.parameters())
+    torch.testing.assert_close(moved, start + 9 / 11)
+    for _ in range(1000):
+        average.update(model)
+    torch.testing.assert_close(next(average.model.parameters()), weight.detach(), rtol=0, atol=1e-4)
+    assert next(average.model.parameters()).data_ptr() != weight.data_ptr()  # a copy, never the live weights
+
+
+def test_the_weight_average_copies_batch_norm_counters():
+    model = build_model("binary", ["adenocarcinoma", "normal"])
+    average = WeightAverage(model, decay=0.9)
+    counters = [k for k, v in model.state_dict().items() if not v.dtype.is_floating_point]
+    assert counters, "a ResNet has batch-norm step counters"
+    model.state_dict()[counters[0]].fill_(7)
+    average.update(model)
+    assert int(average.model.state_dict()[counters[0]]) == 7
+
+
+def test_label_smoothing_moves_binary_targets_towards_one_half():
+    targets = np.array([0, 1, 0, 1])  # adenocarcinoma, normal: balanced, so no class weight
+    logits = torch.tensor([[8.0], [-8.0], [8.0], [-8.0]])  # confident and right
+    plain = loss_fn(BINARY, targets, torch.device("cpu"))(logits, torch.from_numpy(targets))
+    smoothed = loss_fn(BINARY, targets, torch.device("cpu"), 0.2)(logits, torch.from_numpy(targets))
+    assert plain < 0.01 < smoothed  # smoothing penalises over-confidence
+    best = torch.log(torch.tensor(0.9 / 0.1))  # the smoothed target 0.9 is best met at sigmoid(z) = 0.9
+    at_target = loss_fn(BINARY, targets, torch.device("cpu"), 0.2)(
+        torch.tensor([[best], [-best], [best], [-best]]), torch.from_numpy(targets)
+    )
+    assert at_target < smoothed
+
+
+def _toy_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(0, 0.3, (n, 1, 32, 32)).astype(np.float32)
+    x[y == 0, :, 8:24, 8:24] += 1.5  # "adenocarcinoma": a bright square
+    return x, y
+
+
+def test_fit_with_the_full_recipe_learns_and_returns_the_averaged_model():
+    torch.manual_seed(0)
+    model = build_model("binary", ["adenocarcinoma", "normal"])
+    hp = HParams(lr=3e-3, weight_decay=1e-4, dropout=0.0, batch_size=8, augment=0.0)
+    recipe = Recipe(warmup_epochs=1, ema=0.9, label_smoothing=0.1)
+    model, history = fit(
+        model, _toy_split(32, 0), _toy_split(16, 1), hp, 4, 0, torch.device("cpu"), BINARY, recipe, patience=10
+    )
+    assert len(history.epochs) == 4
+    assert history.best_val_loss == min(row["val_loss"] for row in history.epochs)
+    assert history.epochs[history.best_epoch]["val_accuracy"] == 1.0
+    assert not model.training
