@@ -146,7 +146,11 @@ def fit(
     patience: int | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[ChestNet, History]:
-    """Train and return the model at its best validation loss (a copy), with the per-epoch history.
+    """Train and return the model kept by `recipe.keep`, with the per-epoch history (whose best_epoch and
+    best_val_loss are the kept epoch's). keep "best": the epoch of lowest validation loss, stopping after
+    `patience` epochs without a new one; "last": every epoch runs and the final weights are kept, the
+    validation loss only logged (on a few dozen validation images its minimum is partly chance, and it
+    can stop training before the cosine schedule's low-rate end).
     `rule` is the task's decision rule (threshold 0.5 for the validation accuracy logged per epoch).
     With `recipe.ema` on, the weight average is what is validated, chosen and returned."""
     torch.manual_seed(seed)
@@ -165,12 +169,13 @@ def fit(
         judged = model if average is None else average.model
         row = {"epoch": epoch, "train_loss": train_loss, **_validate(judged, val, val_criterion, device, rule)}
         history.epochs.append(row)
-        if row["val_loss"] < history.best_val_loss:
+        keep_last = recipe.keep == "last"
+        if (keep_last and epoch == epochs - 1) or (not keep_last and row["val_loss"] < history.best_val_loss):
             history.best_val_loss, history.best_epoch = row["val_loss"], epoch
             best_state = copy.deepcopy(judged.state_dict())
         if on_epoch is not None:
             on_epoch(epoch, row)  # may raise (e.g. optuna.TrialPruned)
-        if patience is not None and epoch - history.best_epoch >= patience:
+        if not keep_last and patience is not None and epoch - history.best_epoch >= patience:
             break
     model.load_state_dict(best_state)
     return model.eval(), history

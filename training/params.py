@@ -81,6 +81,9 @@ class Tune:
     augment: tuple[float, float]
 
 
+KEEP_RULES = ("best", "last")  # which epoch's weights training.fit returns
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How training.fit trains beyond the tuned hyper-parameters (tune, train and cv all use it)."""
@@ -88,6 +91,7 @@ class Recipe:
     warmup_epochs: int  # linear learning-rate warm-up before the cosine decay; 0 = none
     ema: float  # per-step decay of an exponential moving average of the weights, which is validated and kept; 0 = off
     label_smoothing: float  # share of each target spread over the classes; 0 = off
+    keep: str = "best"  # best: the epoch of lowest validation loss (early stopping); last: the final weights
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,8 @@ def _check(p: Params) -> None:
             "train.recipe: warmup_epochs must be >= 0, ema in [0, 1) and label_smoothing in [0, 0.5), not "
             f"{recipe.warmup_epochs}, {recipe.ema}, {recipe.label_smoothing}"
         )
+    if recipe.keep not in KEEP_RULES:
+        errors.append(f"train.recipe.keep must be one of {', '.join(KEEP_RULES)}, not {recipe.keep!r}")
     if p.tune.n_trials < 1 or p.tune.epochs < 1 or p.train.epochs < 1:
         errors.append("tune.n_trials, tune.epochs and train.epochs must be >= 1")
     if not 0.0 <= p.data.near_duplicates < 1.5:

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from service.inference.decision import DecisionRule  # noqa: E402
-from training.fit import HParams, WeightAverage, fit, loss_fn, warmup_cosine  # noqa: E402
+from training.fit import HParams, WeightAverage, fit, loss_fn, predict, warmup_cosine  # noqa: E402
 from training.model import build_model  # noqa: E402
 from training.params import Recipe  # noqa: E402
 
@@ -96,3 +96,17 @@ def test_fit_with_the_full_recipe_learns_and_returns_the_averaged_model():
     assert history.best_val_loss == min(row["val_loss"] for row in history.epochs)
     assert history.epochs[history.best_epoch]["val_accuracy"] == 1.0
     assert not model.training
+
+
+def test_keep_last_ignores_patience_and_returns_the_final_weights():
+    torch.manual_seed(0)
+    model = build_model("binary", ["adenocarcinoma", "normal"])
+    hp = HParams(lr=3e-2, weight_decay=1e-4, dropout=0.0, batch_size=8, augment=0.0)  # a rate that wanders
+    recipe = Recipe(warmup_epochs=0, ema=0.0, label_smoothing=0.0, keep="last")
+    train, val = _toy_split(32, 0), _toy_split(16, 1)
+    model, history = fit(model, train, val, hp, 5, 0, torch.device("cpu"), BINARY, recipe, patience=1)
+    assert len(history.epochs) == 5  # patience 1 did not stop it
+    assert history.best_epoch == 4 and history.best_val_loss == history.epochs[-1]["val_loss"]
+    logits = torch.from_numpy(predict(model, val[0], torch.device("cpu")))
+    loss = loss_fn(BINARY, train[1], torch.device("cpu"))(logits, torch.from_numpy(val[1])).item()
+    assert loss == pytest.approx(history.epochs[-1]["val_loss"], rel=1e-5)  # the last epoch's model, returned

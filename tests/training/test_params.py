@@ -68,3 +68,19 @@ def test_the_cards_params_hash_ignores_the_cv_section(tmp_path: Path) -> None:
     assert load_params(_with_cv(tmp_path)).section_sha256("cv") != load_params(
         _with_cv(tmp_path, folds=10)
     ).section_sha256("cv")
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_both_keep_rules_load(tmp_path, keep):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["recipe"]["keep"] = keep
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert load_params(tmp_path / "params.yaml").train.recipe.keep == keep
+
+
+def test_an_unknown_keep_rule_is_refused(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["recipe"]["keep"] = "median"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="keep must be one of best, last, not 'median'"):
+        load_params(tmp_path / "params.yaml")
