@@ -157,7 +157,12 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     model.to(device).set_dropout(hp.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs, recipe.warmup_epochs))
+    if recipe.warmup_epochs:
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs, recipe.warmup_epochs))
+    else:
+        # The same cosine through torch's own scheduler, as before the recipe keys: its recursive arithmetic
+        # differs from warmup_cosine's closed form in the last bits, and training amplifies such bits.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     criterion = loss_fn(rule, train[1], device, recipe.label_smoothing)
     val_criterion = loss_fn(rule, train[1], device)  # unsmoothed: the validation loss stays a plain NLL
     average = WeightAverage(model, recipe.ema) if recipe.ema > 0 else None
