@@ -36,7 +36,8 @@ model: setup
 REAL_DATA ?= ../shared/data/chest-ct-kaggle/Data
 TASK      ?= binary
 # The real-data recipe: what cross-validation found best on the Kaggle set (README, "Results"). The synthetic
-# default keeps the plain recipe: trained this way its int8 export failed the OOD abstain-agreement gate.
+# default keeps the plain recipe: trained this way (with 96 INT8 calibration images) its int8 export failed
+# the OOD abstain-agreement gate, 98.78% < 99%.
 REAL_RECIPE := -S train.epochs=40 -S train.recipe.warmup_epochs=2 -S train.recipe.ema=0.99
 REAL_SET  := -S data.source=$(REAL_DATA) -S data.task=$(TASK) $(REAL_RECIPE)
 real-check:

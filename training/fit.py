@@ -157,24 +157,19 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     model.to(device).set_dropout(hp.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    if recipe.warmup_epochs:
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs, recipe.warmup_epochs))
-    else:
-        # The same cosine through torch's own scheduler, as before the recipe keys: its recursive arithmetic
-        # differs from warmup_cosine's closed form in the last bits, and training amplifies such bits.
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs, recipe.warmup_epochs))
     criterion = loss_fn(rule, train[1], device, recipe.label_smoothing)
     val_criterion = loss_fn(rule, train[1], device)  # unsmoothed: the validation loss stays a plain NLL
     average = WeightAverage(model, recipe.ema) if recipe.ema > 0 else None
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     history, best_state = History(), None
+    keep_last = recipe.keep == "last"
     for epoch in range(epochs):
         train_loss = _one_epoch(model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch, average)
         schedule.step()
         judged = model if average is None else average.model
         row = {"epoch": epoch, "train_loss": train_loss, **_validate(judged, val, val_criterion, device, rule)}
         history.epochs.append(row)
-        keep_last = recipe.keep == "last"
         if (keep_last and epoch == epochs - 1) or (not keep_last and row["val_loss"] < history.best_val_loss):
             history.best_val_loss, history.best_epoch = row["val_loss"], epoch
             best_state = copy.deepcopy(judged.state_dict())

@@ -70,17 +70,19 @@ def test_the_cards_params_hash_ignores_the_cv_section(tmp_path: Path) -> None:
     ).section_sha256("cv")
 
 
-@pytest.mark.parametrize("keep", ["best", "last"])
-def test_both_keep_rules_load(tmp_path, keep):
+def _with_keep(tmp_path: Path, keep: str) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"]["recipe"]["keep"] = keep
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert load_params(tmp_path / "params.yaml").train.recipe.keep == keep
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_both_keep_rules_load(tmp_path, keep):
+    assert load_params(_with_keep(tmp_path, keep)).train.recipe.keep == keep
 
 
 def test_an_unknown_keep_rule_is_refused(tmp_path):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["recipe"]["keep"] = "median"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match="keep must be one of best, last, not 'median'"):
-        load_params(tmp_path / "params.yaml")
+        load_params(_with_keep(tmp_path, "median"))
