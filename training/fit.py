@@ -76,6 +76,19 @@ def augment(x: torch.Tensor, strength: float, generator: torch.Generator) -> tor
     return x * contrast.view(-1, 1, 1, 1) + brightness.view(-1, 1, 1, 1) + noise
 
 
+def window_jitter(x: torch.Tensor, spread: float, generator: torch.Generator) -> torch.Tensor:
+    """A random gamma per image, exp(U(-spread, spread)), on its own grey range: the Kaggle slices were
+    exported under different CT windows, which bend the grey scale non-linearly (a wider window lifts the
+    mid-greys), not just by the linear contrast and brightness of `augment`. Each image's darkest and
+    brightest values (the letterbox padding, air, bone) stay where they are. spread 0 = off."""
+    if spread <= 0:
+        return x
+    low, high = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    span = (high - low).clamp_min(1e-6)
+    gamma = torch.exp((torch.rand(x.shape[0], generator=generator) * 2 - 1) * spread).to(x.device).view(-1, 1, 1, 1)
+    return low + span * ((x - low) / span).clamp(0, 1) ** gamma
+
+
 def loss_fn(rule: DecisionRule, targets: np.ndarray, device: torch.device, smoothing: float = 0.0) -> Callable:
     """Class-weighted BCE on "not normal" (a binary rule's one logit) or cross-entropy (multiclass).
     `smoothing` moves each hard target that far towards the uniform one (0 = the plain loss)."""
@@ -165,7 +178,9 @@ def fit(
     history, best_state = History(), None
     keep_last = recipe.keep == "last"
     for epoch in range(epochs):
-        train_loss = _one_epoch(model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch, average)
+        train_loss = _one_epoch(
+            model, x_train, y_train, hp, criterion, optimizer, generator, device, epoch, average, recipe
+        )
         schedule.step()
         judged = model if average is None else average.model
         row = {"epoch": epoch, "train_loss": train_loss, **_validate(judged, val, val_criterion, device, rule)}
@@ -181,7 +196,25 @@ def fit(
     return model.eval(), history
 
 
-def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch, average) -> float:
+def mixup_weight(alpha: float, generator: torch.Generator) -> float:
+    """One draw of Beta(alpha, alpha), seeded from the run's generator so that a run stays reproducible."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mixed_loss(model, inputs, targets, criterion, alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """The batch's loss; with mixup (alpha > 0) each image is blended with a shuffled partner by one Beta
+    draw and the loss is the same blend of both targets' losses (Zhang et al. 2018). On a few hundred
+    slices the blend fills the space between the classes that the plain loss leaves free to overfit."""
+    if alpha <= 0:
+        return criterion(model(inputs)[0], targets)
+    weight = mixup_weight(alpha, generator)
+    partner = torch.randperm(len(inputs), generator=generator).to(inputs.device)
+    logits = model(weight * inputs + (1 - weight) * inputs[partner])[0]
+    return weight * criterion(logits, targets) + (1 - weight) * criterion(logits, targets[partner])
+
+
+def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch, average, recipe: Recipe) -> float:
     model.train()
     order = torch.randperm(len(x), generator=generator)
     batches = range(0, len(x), hp.batch_size)
@@ -190,8 +223,8 @@ def _one_epoch(model, x, y, hp, criterion, optimizer, generator, device, epoch, 
         index = order[start : start + hp.batch_size]
         if len(index) < 2:  # batch norm cannot train on one image
             continue
-        inputs = augment(x[index].to(device), hp.augment, generator)
-        loss = criterion(model(inputs)[0], y[index].to(device))
+        inputs = window_jitter(augment(x[index].to(device), hp.augment, generator), recipe.gamma, generator)
+        loss = mixed_loss(model, inputs, y[index].to(device), criterion, recipe.mixup, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

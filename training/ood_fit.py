@@ -64,8 +64,13 @@ def ledoit_wolf(centred: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def threshold_for(val_scores: np.ndarray, max_false_abstain: float) -> float:
-    """The smallest observed validation score with at most `max_false_abstain` of validation above it."""
-    return float(np.quantile(np.asarray(val_scores, dtype=np.float64), 1.0 - max_false_abstain, method="higher"))
+    """The smallest observed validation score with at most `max_false_abstain` of validation above it
+    (images score above the threshold to be flagged). Counted exactly: a quantile with "higher"
+    interpolation lands one score too high whenever n x max_false_abstain is a whole number (of 20
+    scores at 0.05 it flagged none, where one is allowed)."""
+    ordered = np.sort(np.asarray(val_scores, dtype=np.float64))
+    allowed_above = int(np.floor(len(ordered) * max_false_abstain + 1e-9))
+    return float(ordered[max(len(ordered) - 1 - allowed_above, 0)])
 
 
 def judge(val: np.ndarray, test: np.ndarray, sets: dict[str, tuple[str, np.ndarray]], max_false_abstain: float) -> dict:
@@ -97,13 +102,17 @@ def judge(val: np.ndarray, test: np.ndarray, sets: dict[str, tuple[str, np.ndarr
 
 
 def choose(judged: dict[str, dict], wanted: str) -> str:
-    """`wanted`, or for "auto" the method with the best worst-case AUROC on non-CT images and the other
-    domain (ties go to the earlier of METHODS)."""
+    """`wanted`, or for "auto" the method with the best worst-case AUROC on CHOICE_KINDS. A tie (every
+    method that separates an easy model's sets perfectly scores 1.0) goes to the one whose threshold flags
+    the larger worst-case share of those kinds, which is what the gate does with the images; then to the
+    earlier of METHODS."""
     if wanted != "auto":
         return wanted
 
-    def worst(method: str) -> float:
-        kinds = judged[method]["by_kind"]
-        return min(kinds[k]["auroc_min"] for k in CHOICE_KINDS if k in kinds)
+    def merit(method: str) -> tuple[float, float, int]:
+        kinds = [row for kind, row in judged[method]["by_kind"].items() if kind in CHOICE_KINDS]
+        worst_auroc = min(row["auroc_min"] for row in kinds)
+        worst_flagged = min(row["flagged"] for row in kinds)
+        return worst_auroc, worst_flagged, -METHODS.index(method)
 
-    return max((m for m in METHODS if m in judged), key=lambda m: (worst(m), -METHODS.index(m)))
+    return max((m for m in METHODS if m in judged), key=merit)

@@ -92,6 +92,8 @@ class Recipe:
     ema: float  # per-step decay of an exponential moving average of the weights, which is validated and kept; 0 = off
     label_smoothing: float  # share of each target spread over the classes; 0 = off
     keep: str = "best"  # best: the epoch of lowest validation loss (early stopping); last: the final weights
+    mixup: float = 0.0  # alpha of the Beta(alpha, alpha) mixing weight of mixup; 0 = off
+    gamma: float = 0.0  # window jitter: a per-image gamma of exp(U(-gamma, gamma)) on its grey range; 0 = off
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,10 @@ def _check(p: Params) -> None:
             "train.recipe: warmup_epochs must be >= 0, ema in [0, 1) and label_smoothing in [0, 0.5), not "
             f"{recipe.warmup_epochs}, {recipe.ema}, {recipe.label_smoothing}"
         )
+    if not 0.0 <= recipe.gamma <= 1.0:
+        errors.append(f"train.recipe.gamma must be in [0, 1] (0 = off), not {recipe.gamma}")
+    if not 0.0 <= recipe.mixup <= 10.0:
+        errors.append(f"train.recipe.mixup must be in [0, 10] (0 = off), not {recipe.mixup}")
     if recipe.keep not in KEEP_RULES:
         errors.append(f"train.recipe.keep must be one of {', '.join(KEEP_RULES)}, not {recipe.keep!r}")
     if p.tune.n_trials < 1 or p.tune.epochs < 1 or p.train.epochs < 1:

@@ -10,7 +10,17 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from service.inference.decision import DecisionRule  # noqa: E402
-from training.fit import HParams, WeightAverage, fit, loss_fn, predict, warmup_cosine  # noqa: E402
+from training.fit import (  # noqa: E402
+    HParams,
+    WeightAverage,
+    fit,
+    loss_fn,
+    mixed_loss,
+    mixup_weight,
+    predict,
+    warmup_cosine,
+    window_jitter,
+)
 from training.model import build_model  # noqa: E402
 from training.params import Recipe  # noqa: E402
 
@@ -110,3 +120,52 @@ def test_keep_last_ignores_patience_and_returns_the_final_weights():
     logits = torch.from_numpy(predict(model, val[0], torch.device("cpu")))
     loss = loss_fn(BINARY, train[1], torch.device("cpu"))(logits, torch.from_numpy(val[1])).item()
     assert loss == pytest.approx(history.epochs[-1]["val_loss"], rel=1e-5)  # the last epoch's model, returned
+
+
+def test_mixup_weights_are_reproducible_draws_inside_the_unit_interval():
+    draws = [mixup_weight(0.2, torch.Generator().manual_seed(s)) for s in range(200)]
+    again = [mixup_weight(0.2, torch.Generator().manual_seed(s)) for s in range(200)]
+    assert draws == again and all(0.0 <= w <= 1.0 for w in draws)
+    # Beta(0.2, 0.2) piles up near 0 and 1: most blends are mostly one image
+    assert np.mean([min(w, 1 - w) < 0.1 for w in draws]) > 0.5
+
+
+def test_mixed_loss_is_the_plain_loss_when_off_and_the_blend_of_both_targets_when_on():
+    torch.manual_seed(0)
+    model = build_model("binary", ["adenocarcinoma", "normal"]).eval()
+    x, y = (torch.from_numpy(a) for a in _toy_split(8, 2))
+    criterion = loss_fn(BINARY, y.numpy(), torch.device("cpu"))
+    assert mixed_loss(model, x, y, criterion, 0.0, torch.Generator()).item() == criterion(model(x)[0], y).item()
+    # Replay the generator to recover the draw and the partners, then recompute the blend by hand.
+    weight = mixup_weight(0.4, torch.Generator().manual_seed(5))
+    replay = torch.Generator().manual_seed(5)
+    mixup_weight(0.4, replay)
+    partner = torch.randperm(len(x), generator=replay)
+    logits = model(weight * x + (1 - weight) * x[partner])[0]
+    expected = weight * criterion(logits, y) + (1 - weight) * criterion(logits, y[partner])
+    got = mixed_loss(model, x, y, criterion, 0.4, torch.Generator().manual_seed(5))
+    assert 0.0 < weight < 1.0 and got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_fit_with_mixup_still_learns_the_toy_task():
+    torch.manual_seed(0)
+    model = build_model("binary", ["adenocarcinoma", "normal"])
+    hp = HParams(lr=3e-3, weight_decay=1e-4, dropout=0.0, batch_size=8, augment=0.0)
+    recipe = Recipe(warmup_epochs=0, ema=0.0, label_smoothing=0.0, mixup=0.2)
+    model, history = fit(
+        model, _toy_split(32, 0), _toy_split(16, 1), hp, 4, 0, torch.device("cpu"), BINARY, recipe, patience=10
+    )
+    assert history.epochs[history.best_epoch]["val_accuracy"] == 1.0
+
+
+def test_window_jitter_bends_each_images_greys_but_keeps_its_range_and_order():
+    x = torch.linspace(-1.0, 2.0, 64).view(1, 1, 8, 8).repeat(6, 1, 1, 1)
+    assert torch.equal(window_jitter(x, 0.0, torch.Generator()), x)
+    bent = window_jitter(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.allclose(bent.amin(dim=(1, 2, 3)), x.amin(dim=(1, 2, 3)))
+    assert torch.allclose(bent.amax(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3)), atol=1e-6)
+    flat = bent.view(6, -1)
+    assert bool((flat[:, 1:] >= flat[:, :-1]).all())  # monotone: the grey order of the pixels survives
+    middles = flat[:, 32]
+    assert middles.max() - middles.min() > 0.1  # each image drew its own gamma
+    assert torch.equal(bent, window_jitter(x, 0.5, torch.Generator().manual_seed(0)))

@@ -70,9 +70,9 @@ def test_the_cards_params_hash_ignores_the_cv_section(tmp_path: Path) -> None:
     ).section_sha256("cv")
 
 
-def _with_keep(tmp_path: Path, keep: str) -> Path:
+def _with_recipe(tmp_path: Path, **recipe) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"]["recipe"]["keep"] = keep
+    params["train"]["recipe"].update(recipe)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -80,9 +80,26 @@ def _with_keep(tmp_path: Path, keep: str) -> Path:
 
 @pytest.mark.parametrize("keep", ["best", "last"])
 def test_both_keep_rules_load(tmp_path, keep):
-    assert load_params(_with_keep(tmp_path, keep)).train.recipe.keep == keep
+    assert load_params(_with_recipe(tmp_path, keep=keep)).train.recipe.keep == keep
 
 
 def test_an_unknown_keep_rule_is_refused(tmp_path):
     with pytest.raises(ParamsError, match="keep must be one of best, last, not 'median'"):
-        load_params(_with_keep(tmp_path, "median"))
+        load_params(_with_recipe(tmp_path, keep="median"))
+
+
+def test_mixup_defaults_to_off_and_loads_an_alpha(tmp_path):
+    assert load_params().train.recipe.mixup == 0.0
+    assert load_params(_with_recipe(tmp_path, mixup=0.2)).train.recipe.mixup == 0.2
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 11.0])
+def test_a_mixup_alpha_out_of_range_is_refused(tmp_path, alpha):
+    with pytest.raises(ParamsError, match=f"mixup must be in \\[0, 10\\] \\(0 = off\\), not {alpha}"):
+        load_params(_with_recipe(tmp_path, mixup=alpha))
+
+
+@pytest.mark.parametrize("spread", [-0.1, 1.5])
+def test_a_window_jitter_out_of_range_is_refused(tmp_path, spread):
+    with pytest.raises(ParamsError, match=f"gamma must be in \\[0, 1\\] \\(0 = off\\), not {spread}"):
+        load_params(_with_recipe(tmp_path, gamma=spread))
