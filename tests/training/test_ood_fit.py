@@ -80,7 +80,7 @@ def test_judge_gives_each_sets_auroc_and_flagged_share_and_weighs_kinds_by_image
     test = np.array([0.0, 1.0, 2.0, 19.0])
     sets = {
         "photographs": ("far", np.array([30.0, 30.0, 30.0, 30.0])),  # above every test score, all flagged
-        "patterns": ("far", np.array([0.5, 40.0])),  # one of two flagged; beats 3 of 4 test scores, then all 4
+        "patterns": ("far", np.array([0.5, 40.0])),  # one of two flagged; 0.5 beats 1 of 4 test scores, 40 all 4
         "ct_inverted": ("near", np.array([19.0, 1.0])),
     }
     judged = judge(val, test, sets, 0.05)
