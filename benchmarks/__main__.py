@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(smoke: bool, work: Path, service_python: str | None) -> dict:
-    started, load_before = _now(), loadavg()
+    started, load_before, clock = _now(), loadavg(), time.monotonic()
     model_dir, checkpoint = _model(smoke, work)
     samples = write_samples(work / "samples")
     if not smoke:
@@ -72,6 +72,7 @@ def run(smoke: bool, work: Path, service_python: str | None) -> dict:
             "command": "python -m benchmarks" + (" --smoke" if smoke else ""),
             "started": started,
             "finished": _now(),
+            "seconds": round(time.monotonic() - clock, 1),
             "commit": _commit(),
             "model": {"name": card.name, "version": card.version, "size": card.input.size, "dir": str(model_dir)},
             "samples": {name: {k: str(v) for k, v in vars(s).items() if k != "path"} for name, s in samples.items()},

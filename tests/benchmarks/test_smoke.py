@@ -29,7 +29,7 @@ SCENARIOS = {
     "seed-style baseline (torch eager)",
     *(f"peer: {peer.title}" for peer in PEERS),
 }
-TARGETS = 27
+TARGETS = 28
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,12 @@ def test_targets_never_count_a_missing_measurement_as_met() -> None:
     results = {"latency": {"ratios": []}, "http": {"scenarios": [], "cold_start": {}}}
     checks = evaluate(results)
     assert len(checks) == TARGETS and {c["met"] for c in checks} == {None}
+
+
+def test_the_benchmark_run_is_held_to_fifteen_minutes() -> None:
+    checks = {}
+    for seconds in (14 * 60.0, 16 * 60.0):
+        results = {"meta": {"seconds": seconds}, "latency": {"ratios": []}, "http": {"scenarios": [], "cold_start": {}}}
+        checks[seconds] = next(c for c in evaluate(results) if c["name"].startswith("the benchmark run itself"))
+    assert checks[14 * 60.0]["measured"] == 14.0 and checks[14 * 60.0]["met"] is True
+    assert checks[16 * 60.0]["met"] is False and checks[16 * 60.0]["margin"] == pytest.approx(-1 / 15, abs=1e-3)
