@@ -39,8 +39,8 @@ from service.card import CARD_FILE
 @dataclass(frozen=True)
 class Plan:
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
-    # Per level. 4.5 s is still >= 400 requests at c=1 and >= 1000 at c=16 (p99 from hundreds of samples);
-    # at 6 s the whole run took 16 minutes, over issue 14's 15 for `make bench`.
+    # Per level. At 4.5 s the 2026-12-07 run's service levels held 447 requests at c=1 and 1007 at c=16 (p99
+    # from hundreds of samples); at 6 s the whole run took 16 minutes, over issue 14's 15 for `make bench`.
     max_seconds: float = 4.5
     max_requests: int = 3000  # per level
     warmup_requests: int = 40  # per level, not recorded
