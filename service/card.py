@@ -76,10 +76,11 @@ class Calibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ece_test_after: float | None = None
 
 
-# How the OOD gate scores an image (service/trust/ood.py); the first two read the features output.
-OodMethod = Literal["mahalanobis", "multilayer", "energy", "max_softmax"]
+# How the OOD gate scores an image (service/trust/ood.py); the feature methods read the features output.
+# The order breaks ties in the pipeline's choice (training.ood_fit.choose): the earlier wins.
+OodMethod = Literal["mahalanobis", "multilayer", "energy", "max_softmax", "knn"]
 OOD_METHODS: tuple[str, ...] = get_args(OodMethod)
-FEATURE_OOD_METHODS: tuple[str, ...] = ("mahalanobis", "multilayer")
+FEATURE_OOD_METHODS: tuple[str, ...] = ("mahalanobis", "multilayer", "knn")
 
 
 class OodSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -88,7 +89,7 @@ class OodSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     method: OodMethod
     threshold: float
     max_false_abstain: float  # the share of validation images the threshold may flag (it flags at most that)
-    statistics: ModelFile | None = None  # npz: class means and shared precision per feature block
+    statistics: ModelFile | None = None  # npz: class means and shared precision per block, or knn's bank
     evaluation: dict[str, Any] = {}  # AUROC and flagged share per OOD set (reports/ood.json)
 
 

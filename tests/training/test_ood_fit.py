@@ -11,9 +11,11 @@ from service.trust.ood import FeatureStats, OodScorer  # noqa: E402
 from training.model import feature_slices  # noqa: E402
 from training.ood_fit import (  # noqa: E402
     _ANY_RULE,
+    KNN_BLOCK,
     MULTILAYER_BLOCKS,
     choose,
     fit_block,
+    fit_neighbours,
     fit_stats,
     judge,
     ledoit_wolf,
@@ -64,6 +66,30 @@ def test_multilayer_scales_every_stage_to_a_median_validation_distance_of_one():
     (last,) = fit_stats("mahalanobis", train, targets, val).blocks
     assert (last.start, last.stop) == slices["layer4"] and last.scale == 1.0
     assert fit_stats("energy", train, targets, val) is None and fit_stats("max_softmax", train, targets, val) is None
+
+
+def test_knn_banks_the_training_images_own_block_at_unit_length_and_scores_them_zero():
+    train, val, targets = _features(50, 4), _features(10, 5), np.arange(50) % 2
+    stats = fit_stats("knn", train, targets, val)
+    assert stats.blocks == () and stats.neighbours is not None
+    start, stop = feature_slices()[KNN_BLOCK]
+    assert (stats.neighbours.start, stats.neighbours.stop, stats.neighbours.k) == (start, stop, 1)
+    assert stats.neighbours.bank.shape == (50, stop - start)
+    assert np.linalg.norm(stats.neighbours.bank, axis=1) == pytest.approx(np.ones(50), abs=1e-6)
+    scorer = OodScorer("knn", _ANY_RULE, stats)
+    assert scorer(None, train) == pytest.approx(np.zeros(50), abs=1e-5)  # each is its own nearest
+    assert np.all(scorer(None, val) > 0.05)  # unrelated random vectors are not
+
+
+def test_a_bank_past_its_cap_is_a_fixed_subset_of_the_training_rows(monkeypatch):
+    monkeypatch.setattr("training.ood_fit.KNN_MAX_BANK", 8)
+    train = _features(30, 6)
+    first, again = fit_neighbours(train, 0, 5), fit_neighbours(train, 0, 5)
+    assert first.bank.shape == (8, 5) and np.array_equal(first.bank, again.bank)
+    units = train[:, :5] / np.linalg.norm(train[:, :5], axis=1, keepdims=True)
+    matches = [int(np.argmin(np.abs(units - row).sum(axis=1))) for row in first.bank]
+    assert len(set(matches)) == 8 and matches == sorted(matches)  # eight distinct rows, in their order
+    assert np.abs(units[matches] - first.bank).max() < 1e-6
 
 
 @pytest.mark.parametrize("count", [20, 48, 101])
@@ -118,3 +144,6 @@ def test_choose_takes_the_named_method_or_the_best_worst_case_auroc():
 def test_a_tie_in_auroc_goes_to_the_method_that_flags_more_then_to_the_earlier_method():
     assert choose(_judged(mahalanobis=(1.0, 0.93), multilayer=(1.0, 0.98)), "auto") == "multilayer"
     assert choose(_judged(mahalanobis=(1.0, 0.98), multilayer=(1.0, 0.98)), "auto") == "mahalanobis"
+    # knn comes last: a synthetic model that every feature score separates perfectly keeps multilayer
+    assert choose(_judged(multilayer=(1.0, 1.0), knn=(1.0, 1.0)), "auto") == "multilayer"
+    assert choose(_judged(multilayer=(0.89, 0.5), knn=(0.97, 0.88)), "auto") == "knn"  # the real model

@@ -28,8 +28,9 @@ def test_every_servable_ood_method_is_accepted(tmp_path: Path, method: str) -> N
 
 
 def test_an_unknown_ood_method_is_refused_with_the_choices(tmp_path: Path) -> None:
-    with pytest.raises(ParamsError, match=r"ood.method must be one of auto, mahalanobis, multilayer.*'knn'"):
-        load_params(_with_ood_method(tmp_path, "knn"))
+    choices = r"ood.method must be one of auto, mahalanobis, multilayer.*knn, not 'isolation_forest'"
+    with pytest.raises(ParamsError, match=choices):
+        load_params(_with_ood_method(tmp_path, "isolation_forest"))
 
 
 def _with_cv(tmp_path: Path, **cv) -> Path:
